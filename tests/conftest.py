@@ -1,0 +1,36 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+# Keep CPU results repeatable and the 2-core CI machine responsive.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m trainlab ARGS` in a real process; returns the completed process."""
+    return subprocess.run([sys.executable, "-m", "trainlab", *args], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def quick(tmp_path: Path, *extra: str) -> list[str]:
+    """Overrides for a fast, quiet digits run in tmp_path."""
+    return [f"run.dir={tmp_path}", "run.progress=false", "run.tensorboard=false", *extra]
+
+
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "train-images-idx3-ubyte.gz").exists(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist; make test does it)",
+)

@@ -1,0 +1,121 @@
+"""Command line: the only place argv is read. One function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trainlab.errors import TrainlabError
+
+EPILOG = ("Overrides are key=value pairs on top of the recipe, e.g. optim.lr=3e-4 "
+          "model.name=vit_tiny")
+
+
+def _split_recipe(args: list[str]) -> tuple[str | None, list[str]]:
+    """[RECIPE] key=value... -> (recipe or None, overrides)."""
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+def _recipe_name(recipe: str | None) -> str:
+    return Path(recipe).stem if recipe else "default"
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    from trainlab.config.load import build_config
+    from trainlab.engine.run import train
+
+    recipe, overrides = _split_recipe(ns.args)
+    train(build_config(recipe, overrides), _recipe_name(recipe))
+    return 0
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from trainlab.engine.run import evaluate_run
+
+    res = evaluate_run(ns.path, ns.split, ns.checkpoint, ns.overrides)
+    top5 = f"  top-5 {res['top5']:.4f}" if "top5" in res else ""
+    print(f"{res['split']} accuracy {res['acc']:.4f}{top5}  loss {res['loss']:.4f}  "
+          f"({res['n']} images, {res['checkpoint']})")
+    return 0
+
+
+def cmd_config_show(ns: argparse.Namespace) -> int:
+    from trainlab.config.load import build_config, dump_yaml
+    from trainlab.config.validate import validate
+
+    recipe, overrides = _split_recipe(ns.args)
+    cfg = build_config(recipe, overrides)
+    validate(cfg)
+    print(dump_yaml(cfg), end="")
+    return 0
+
+
+def cmd_models(ns: argparse.Namespace) -> int:
+    from trainlab.config.schema import ModelConfig
+    from trainlab.models import ImageSpec, build_model, count_params, list_models
+
+    spec = ImageSpec(channels=ns.channels, height=ns.image_size, width=ns.image_size,
+                     num_classes=ns.num_classes)
+    print(f"{'name':<12} {'family':<8} {'params':>10}  description "
+          f"(params for {ns.channels}x{ns.image_size}x{ns.image_size}, {ns.num_classes} classes)")
+    for name, family, desc in list_models():
+        try:
+            n = f"{count_params(build_model(ModelConfig(name=name), spec)) / 1e6:.2f}M"
+        except TrainlabError:
+            n = "n/a"
+        print(f"{name:<12} {family:<8} {n:>10}  {desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainlab", description="Train image classifiers.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train a model", epilog=EPILOG,
+                       description="Train from defaults <- RECIPE.yaml <- key=value overrides.")
+    t.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint or run dir")
+    e.add_argument("path", help="checkpoint .pt file or run folder")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--checkpoint", default="last", choices=["last", "best"],
+                   help="which checkpoint of a run folder (default: last)")
+    e.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="e.g. data.root=/elsewhere run.device=cpu")
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("config", help="config tools")
+    csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    cs = csub.add_parser("show", help="print the resolved config", epilog=EPILOG)
+    cs.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]")
+    cs.set_defaults(func=cmd_config_show)
+
+    m = sub.add_parser("models", help="list models with parameter counts")
+    m.add_argument("--channels", type=int, default=3)
+    m.add_argument("--image-size", type=int, default=32)
+    m.add_argument("--num-classes", type=int, default=10)
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        return ns.func(ns)
+    except TrainlabError as e:
+        from trainlab.engine.trainer import Interrupted
+
+        prefix = "trainlab: " if isinstance(e, Interrupted) else "trainlab: error: "
+        print(prefix + str(e), file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("trainlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Typed config schema: one frozen dataclass per component, grouped in `Config`.
+
+Every field here is a config key (`section.field`); its type is what overrides are parsed into,
+and its default is what `trainlab train` with no arguments uses. `None` means "derived from the
+data or model" (the derived value is computed in one place and logged, never written back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dir: str | None = None  # output folder; None -> runs/<recipe>-<timestamp>
+    seed: int = 0
+    resume: str | None = None  # checkpoint file, run dir, or "auto" (latest in run.dir, if any)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    log_every: int = 50  # optimizer steps between train-metric records
+    progress: bool = True  # console progress bar (only drawn when stderr is a terminal)
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # digits | fashion-mnist
+    root: str | None = None  # data folder; None -> the data set's usual place
+    val_fraction: float = 0.1  # of the training split, stratified, fixed seed
+    test_fraction: float = 0.2  # only for data sets without an official test split (digits)
+    split_seed: int = 0  # seed of the val/test carve-out (independent of run.seed)
+    augment: bool = True  # master switch for training augmentation
+    crop_padding: int | None = None  # random crop after zero padding, pixels; None -> data default
+    flip: bool | None = None  # random horizontal flip; None -> data default (off for digits)
+    rotate_deg: float | None = None  # uniform rotation in [-deg, deg]; None -> data default
+    brightness: float | None = None  # factor uniform in [1-b, 1+b]; None -> data default
+    contrast: float | None = None  # factor uniform in [1-c, 1+c]; None -> data default
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "cnn"  # see `trainlab models`
+    hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp hidden sizes
+    widths: list[int] | None = None  # cnn stage widths; None -> model default
+    dropout: float = 0.0  # before the classifier (and between mlp layers)
+    image_size: int | None = None  # None -> the data's image size
+    patch_size: int = 4  # vit patch side, pixels; must divide the image size
+    depth: int | None = None  # vit blocks; None -> variant default
+    dim: int | None = None  # vit token width; None -> variant default
+    heads: int | None = None  # vit attention heads; None -> variant default
+    mlp_ratio: float = 4.0  # vit MLP hidden = mlp_ratio * dim
+    pool: str = "cls"  # vit classification token: cls | mean
+    drop_path: float = 0.0  # vit stochastic depth rate (max, linear over depth)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: str = "supervised"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "adamw"  # sgd | adam | adamw
+    lr: float = 2e-3  # peak learning rate (after warmup), for the effective batch
+    weight_decay: float = 0.05  # on conv/linear weights only
+    momentum: float = 0.9  # sgd momentum
+    nesterov: bool = False  # sgd only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class SchedConfig:
+    name: str = "cosine"  # cosine | constant | step
+    warmup_epochs: float = 1.0  # linear warmup from warmup_start_factor*lr, fractions allowed
+    warmup_start_factor: float = 0.0
+    min_lr_factor: float = 0.0  # cosine ends at min_lr_factor * lr
+    # step: where lr *= gamma; values < 1 are fractions of training, values >= 1 are epochs
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    gamma: float = 0.1  # step: lr multiplier at each milestone
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 64  # images per forward pass (all processes together)
+    accum_steps: int = 1  # forward passes per optimizer step; effective batch = batch_size*accum
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 -> off
+    eval_batch_size: int = 512
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "optim": OptimConfig,
+    "sched": SchedConfig,
+    "train": TrainConfig,
+}

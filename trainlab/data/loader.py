@@ -1,0 +1,96 @@
+"""In-memory loader: uint8 images on the device, one gather + a few tensor ops per batch.
+
+The order and the augmentation parameters of an epoch are pure functions of (seed, epoch):
+both are drawn at the start of the epoch for every position of the epoch, from a generator
+seeded with (seed, epoch). Batch `i` is positions [i*B, (i+1)*B) of that order, so resuming at
+batch `i` reproduces the rest of the epoch exactly, and a rank that takes a slice of those
+positions sees the same samples with the same augmentation as a single process would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from trainlab.data.augment import AugmentSpec, apply_augment, sample_params
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """CPU generator for one epoch's order and augmentation; independent of global RNG state."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1))
+
+
+class DeviceLoader:
+    """Batches from a data set held on `x.device` as uint8.
+
+    x: [N, C, H, W] uint8 (0..255), y: [N] int64. Yields (images [B, C, H, W] float32,
+    normalized with `mean`/`std` given per channel in [0, 1] pixel units, labels [B] int64).
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        *,
+        shuffle: bool,
+        augment: AugmentSpec | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        c = x.shape[1]
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, c, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, c, 1, 1)
+
+    def __len__(self) -> int:
+        """Batches per epoch. Training drops the last partial batch (unless it is the only one)."""
+        n = len(self.y)
+        if n == 0:
+            return 0
+        if self.shuffle:
+            return max(1, n // self.batch_size)
+        return -(-n // self.batch_size)
+
+    def normalize(self, x_u8: Tensor) -> Tensor:
+        """uint8 [B, C, H, W] -> float32 normalized [B, C, H, W]."""
+        return (x_u8.float().div_(255.0) - self.mean) / self.std
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield batches `start`, `start+1`, ... of `epoch` (this rank's share of each batch)."""
+        n = len(self.y)
+        order: Tensor | None = None
+        params: Tensor | None = None
+        if self.shuffle or self.augment is not None:
+            g = epoch_generator(self.seed, epoch)
+            if self.shuffle:
+                order = torch.randperm(n, generator=g)
+            if self.augment is not None:
+                params = sample_params(self.augment, n, g)
+            if order is not None:
+                order = order.to(self.x.device)
+            if params is not None:
+                params = params.to(self.x.device)
+        for i in range(start, len(self)):
+            lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
+            # this rank's contiguous slice of the global batch positions [lo, hi)
+            per = -(-(hi - lo) // self.world_size)
+            lo, hi = lo + self.rank * per, min(hi, lo + (self.rank + 1) * per)
+            idx = order[lo:hi] if order is not None else slice(lo, hi)
+            xb, yb = self.x[idx], self.y[idx]
+            if params is not None:
+                xf = apply_augment(xb.float().div_(255.0), params[lo:hi], self.augment)
+                xb = (xf - self.mean) / self.std
+            else:
+                xb = self.normalize(xb)
+            yield xb, yb

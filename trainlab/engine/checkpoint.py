@@ -1,0 +1,113 @@
+"""Atomic checkpoints loaded safely (`weights_only=True`), RNG capture, resume resolution."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainlab.errors import TrainlabError
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call `write(fileobj)` on a temp file next to `path`, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """torch.save to a temp file, then rename: a crash never leaves a half-written checkpoint."""
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load with `weights_only=True` (no arbitrary code from pickles) on the CPU."""
+    p = Path(path)
+    if not p.is_file():
+        raise TrainlabError(f"Checkpoint '{p}' does not exist.")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or not a trainlab checkpoint
+        raise TrainlabError(
+            f"Cannot read checkpoint '{p}': {type(e).__name__}: {str(e).splitlines()[0]}. "
+            f"The file is damaged or is not a trainlab checkpoint; point to another checkpoint "
+            f"(checkpoints/last.pt or checkpoints/best.pt of a run)."
+        ) from None
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training step may draw from, in a form `weights_only` loading accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": _to_lists(random.getstate()),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_to_tuples(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """`run.resume` -> checkpoint path: a file, a run dir (its last.pt), or "auto"."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
+    p = Path(resume)
+    if p.is_dir():
+        last = p / "checkpoints" / "last.pt"
+        if last.is_file():
+            return last
+        raise TrainlabError(
+            f"run.resume={resume!r} is a folder without checkpoints/last.pt. Point it at a run "
+            f"folder that has trained at least one step, at a .pt file, or use run.resume=auto."
+        )
+    if p.is_file():
+        return p
+    raise TrainlabError(
+        f"run.resume={resume!r}: no such checkpoint file or run folder. Use a path to a .pt "
+        f"file, a run folder, or run.resume=auto to continue the run in run.dir if there is one."
+    )

@@ -1,0 +1,54 @@
+"""Method interface: a module wrapping a model whose `forward(batch)` returns its loss.
+
+The trainer only ever calls `forward(batch) -> {"loss": scalar, <metric>: scalar, ...}` in
+training and `evaluate(batch) -> {<metric>: scalar, ...}` in evaluation; it never knows which
+method it runs. Metric values are batch means; the trainer averages them weighted by batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from trainlab.config.schema import Config
+from trainlab.errors import ConfigError
+
+Batch = tuple[Tensor, Tensor]  # images [B, C, H, W] float, labels [B] int64
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set `self.model` (the module that is checkpointed)."""
+
+    model: nn.Module
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def evaluate(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+_METHODS: dict[str, Callable[[Config, nn.Module], Method]] = {}
+
+
+def register_method(name: str) -> Callable:
+    def deco(factory: Callable[[Config, nn.Module], Method]) -> Callable:
+        _METHODS[name] = factory
+        return factory
+
+    return deco
+
+
+def method_names() -> list[str]:
+    return sorted(_METHODS)
+
+
+def build_method(cfg: Config, model: nn.Module) -> Method:
+    """Wrap `model` in the method named by `method.name`."""
+    if cfg.method.name not in _METHODS:
+        raise ConfigError(
+            f"Unknown method method.name={cfg.method.name!r}. Valid names: "
+            f"{', '.join(method_names())}."
+        )
+    return _METHODS[cfg.method.name](cfg, model)

@@ -1,0 +1,97 @@
+"""A small ResNet-style CNN for tiny images (8x8 to 32x32): the default model, fast on a CPU."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainlab.config.schema import ModelConfig
+from trainlab.errors import ConfigError
+from trainlab.models.registry import ImageSpec, register
+
+DEFAULT_WIDTHS = [32, 64, 128]
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
+    """Conv (same padding, no bias) + BatchNorm: [B, c_in, H, W] -> [B, c_out, H, W]."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out)
+    )
+
+
+class ResidualBlock(nn.Module):
+    """relu(conv-bn-relu-conv-bn(x) + shortcut(x)); shortcut is a 1x1 conv+BN if channels change."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        relu = nn.ReLU(inplace=True)
+        self.branch = nn.Sequential(conv_bn(c_in, c_out), relu, conv_bn(c_out, c_out))
+        self.shortcut = nn.Identity() if c_in == c_out else conv_bn(c_in, c_out, kernel=1)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, c_in, H, W] -> [B, c_out, H, W]."""
+        return self.act(self.branch(x) + self.shortcut(x))
+
+
+class SmallCNN(nn.Module):
+    """Stem conv3x3 -> one residual block per width, 2x2 max-pool between stages -> GAP -> head.
+
+    The spatial size halves between stages (while it is at least 2) as the channels grow.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        num_classes: int,
+        widths: list[int],
+        image_hw: tuple[int, int],
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.stem = nn.Sequential(conv_bn(in_chans, widths[0]), nn.ReLU(inplace=True))
+        stages: list[nn.Module] = []
+        h, w = image_hw
+        c_in = widths[0]
+        for i, c_out in enumerate(widths):
+            stages.append(ResidualBlock(c_in, c_out))
+            c_in = c_out
+            if i < len(widths) - 1 and min(h, w) >= 2:
+                stages.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(dropout)
+        self.num_features = widths[-1]
+        self.head = nn.Linear(widths[-1], num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> globally average-pooled features [B, widths[-1]]."""
+        x = self.stages(self.stem(x))  # [B, widths[-1], H', W']
+        return self.pool(x).flatten(1)  # [B, widths[-1], 1, 1] -> [B, widths[-1]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> logits [B, num_classes]."""
+        return self.head(self.drop(self.forward_features(x)))
+
+    def no_weight_decay(self) -> set[str]:
+        """No parameters beyond biases and norms need exempting."""
+        return set()
+
+
+@register("cnn", "cnn", "small ResNet-style CNN for tiny images; model.widths sets the stages")
+def cnn(cfg: ModelConfig, spec: ImageSpec) -> SmallCNN:
+    """Build a `SmallCNN` with `cfg.widths` (default [32, 64, 128]) for `spec` images."""
+    widths = list(cfg.widths) if cfg.widths is not None else list(DEFAULT_WIDTHS)
+    if not widths or any(w < 1 for w in widths):
+        raise ConfigError(
+            f"model.widths={cfg.widths} must list at least one positive stage width, "
+            f"e.g. model.widths=[32,64,128] (or leave it unset for the default {DEFAULT_WIDTHS})."
+        )
+    return SmallCNN(spec.channels, spec.num_classes, widths, (spec.height, spec.width), cfg.dropout)

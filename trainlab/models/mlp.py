@@ -1,0 +1,43 @@
+"""A plain multi-layer perceptron on flattened pixels (the "ANN" baseline)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainlab.config.schema import ModelConfig
+from trainlab.models.registry import ImageSpec, register
+
+
+class MLP(nn.Module):
+    """flatten -> [Linear, GELU, Dropout] per hidden size -> head Linear."""
+
+    def __init__(self, in_features: int, hidden: list[int], num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.GELU(), nn.Dropout(dropout)]
+            width = size
+        self.body = nn.Sequential(nn.Flatten(), *layers)
+        self.num_features = width
+        self.head = nn.Linear(width, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> [B, num_features] (last hidden layer; the pixels if no hidden)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C, H, W] -> logits [B, num_classes]."""
+        return self.head(self.forward_features(x))
+
+    def no_weight_decay(self) -> set[str]:
+        """No parameters beyond biases need exempting."""
+        return set()
+
+
+@register("mlp", "mlp", "MLP on flattened pixels; model.hidden sets the layer sizes")
+def mlp(cfg: ModelConfig, spec: ImageSpec) -> MLP:
+    """Build an `MLP` for `spec` images with `cfg.hidden` layer sizes and `cfg.dropout`."""
+    in_features = spec.channels * spec.height * spec.width
+    return MLP(in_features, list(cfg.hidden), spec.num_classes, cfg.dropout)
