@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,27 @@ def test_accumulation_counts_optimizer_steps_and_matches_big_batch(tmp_path):
     odd = train(build_config(None, quick(tmp_path / "c", *over, "train.batch_size=64",
                                          "train.accum_steps=3", "train.epochs=1")))
     assert odd["steps"] == -(-(n_train // 64) // 3)
+
+
+def test_resume_auto_without_run_dir_finds_the_unfinished_run(tmp_path, monkeypatch):
+    """Rerunning the same command with run.resume=auto continues the default-named run dir."""
+    monkeypatch.chdir(tmp_path)
+    over = ["run.progress=false", "run.tensorboard=false", "model.name=mlp", "train.epochs=2"]
+    orig = trainer_mod.Trainer._end_epoch
+
+    def stop_after_first(self, state, *a, **kw):
+        orig(self, state, *a, **kw)
+        self.stop.signum = signal.SIGINT
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", stop_after_first)
+    with pytest.raises(Interrupted):
+        train(build_config(None, over))
+    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", orig)
+    (first,) = list((tmp_path / "runs").glob("default-*"))
+    s = train(build_config(None, over + ["run.resume=auto"]))
+    assert s["run_dir"] == str(Path("runs") / first.name) and s["epochs"] == 2
+    assert (first / "summary.json").is_file()
+    assert len(list((tmp_path / "runs").glob("default-*"))) == 1
+    # a different config does not continue that run: it starts a new one
+    other = train(build_config(None, over + ["run.resume=auto", "run.seed=5"]))
+    assert other["run_dir"] != s["run_dir"]

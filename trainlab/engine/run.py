@@ -80,7 +80,10 @@ def resolve_run_dir(cfg: Config, recipe_name: str) -> Path:
                 if _same_run(saved, cfg):
                     return d
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{recipe_name}-{stamp}"
+    path, i = Path("runs") / f"{recipe_name}-{stamp}", 1
+    while path.exists():  # two runs started in the same second
+        path, i = Path("runs") / f"{recipe_name}-{stamp}-{i}", i + 1
+    return path
 
 
 @dataclass

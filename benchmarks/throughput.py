@@ -1,0 +1,174 @@
+"""Training throughput: trainlab's loop vs the bare model step vs a torch DataLoader + PIL pipeline.
+
+All three train the same model on the same Fashion-MNIST images in the same process, in
+alternating rounds, and report images/s and the ratio to the bare step:
+
+  bare      pre-normalized float batches already in memory: forward, loss, backward, step.
+  trainlab  Trainer.fit over DeviceLoader: uint8 on the device, per-sample crop+flip, metrics.
+  pil       torch DataLoader over PIL images with torchvision RandomCrop+Flip+ToTensor+Normalize
+            (the usual recipe), 2 workers.
+
+usage: python benchmarks/throughput.py [--model cnn] [--batch 256] [--steps 30] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from trainlab.config.schema import DataConfig, ModelConfig, OptimConfig, SchedConfig
+from trainlab.data.augment import resolve_augment
+from trainlab.data.loader import DeviceLoader
+from trainlab.data.sources import load_data
+from trainlab.data.stats import channel_stats
+from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
+from trainlab.engine.trainer import Trainer, TrainState
+from trainlab.methods.supervised import Supervised
+from trainlab.models import ImageSpec, build_model
+from trainlab.optim.factory import build_optimizer
+from trainlab.optim.schedule import build_schedule
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}; {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); {gpu}")
+
+
+def fresh(args, spec, device):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=args.model), spec).to(device)
+    opt = build_optimizer(OptimConfig(name="adamw", lr=1e-3), model)
+    return model, opt
+
+
+def bare(args, x, y, spec, device) -> float:
+    """img/s of the bare step on ready batches (no data work at all)."""
+    model, opt = fresh(args, spec, device)
+    nb = args.steps + 1  # the same number of batches as the other pipelines, first one included
+    xs = [x[i * args.batch:(i + 1) * args.batch].float().div(255).sub(0.286).div(0.353)
+          for i in range(nb)]
+    ys = [y[i * args.batch:(i + 1) * args.batch] for i in range(nb)]
+    model.train()
+
+    def step(xb, yb):
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    sync(device)
+    t = time.perf_counter()
+    for xb, yb in zip(xs, ys, strict=True):
+        step(xb, yb)
+    sync(device)
+    return nb * args.batch / (time.perf_counter() - t)
+
+
+def ours(args, x, y, spec, device, tmp: Path) -> float:
+    """img/s of Trainer.fit (augmentation on, metrics on) for one epoch of `steps` batches."""
+    model, opt = fresh(args, spec, device)
+    mean, std = channel_stats(x.cpu())
+    aug = resolve_augment(DataConfig(name="fashion-mnist"))
+    n = (args.steps + 1) * args.batch
+    loader = DeviceLoader(x[:n], y[:n], args.batch, mean, std, shuffle=True, augment=aug)
+    sched = build_schedule(SchedConfig(warmup_epochs=0), 1e-3, len(loader), 1)
+    tr = Trainer(Supervised(model), opt, sched, loader, None, epochs=1, accum_steps=1,
+                 grad_clip=0.0, log_every=10, run_dir=tmp, is_main=False,
+                 console=Console(False, False), metrics=MetricsFile(tmp, False),
+                 tb=TensorBoard(tmp, False, False), checkpoint_extra=dict)
+    t = time.perf_counter()
+    tr.fit(TrainState())
+    sync(device)
+    return n / (time.perf_counter() - t)
+
+
+def pil(args, x, y, spec, device) -> float:
+    """img/s with a torch DataLoader over PIL images and torchvision transforms."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    model, opt = fresh(args, spec, device)
+    tf = T.Compose([T.RandomCrop(28, padding=2), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize((0.286,), (0.353,))])
+    n = (args.steps + 1) * args.batch
+    imgs = [Image.fromarray(a) for a in x[:n, 0].cpu().numpy()]
+    labels = y[:n].cpu().tolist()
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return tf(imgs[i]), labels[i]
+
+    dl = torch.utils.data.DataLoader(DS(), batch_size=args.batch, shuffle=True, num_workers=2,
+                                     drop_last=True, pin_memory=device.type == "cuda")
+    t = time.perf_counter()
+    for xb, yb in dl:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    sync(device)
+    return n / (time.perf_counter() - t)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="cnn")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-pil", action="store_true")
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load_data(DataConfig(name="fashion-mnist", val_fraction=0.0))
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    spec = ImageSpec(1, 28, 28, 10)
+    print(f"machine: {machine()}")
+    print(f"model {args.model}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, "
+          f"Fashion-MNIST 1x28x28, device {device}")
+    res: dict[str, list[float]] = {"bare": [], "trainlab": [], "pil": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            res["bare"].append(bare(args, x, y, spec, device))
+            res["trainlab"].append(ours(args, x, y, spec, device, Path(tmp)))
+            if not args.no_pil:
+                res["pil"].append(pil(args, x, y, spec, device))
+            print(f"round {r + 1}: " + "  ".join(f"{k} {v[-1]:.0f}" for k, v in res.items() if v),
+                  flush=True)
+    base = statistics.median(res["bare"])
+    print("\n| pipeline | img/s (median) | vs bare step |\n|---|---|---|")
+    for k, v in res.items():
+        if v:
+            m = statistics.median(v)
+            print(f"| {k} | {m:.0f} | {m / base:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
