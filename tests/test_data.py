@@ -11,7 +11,7 @@ import torch
 
 from trainlab.config.schema import DataConfig
 from trainlab.data import channel_stats, load_data, read_idx, stratified_split
-from trainlab.data.sources import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT
+from trainlab.data.sources.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT
 from trainlab.errors import ConfigError, DataError
 
 FM_ROOT = Path(FASHION_MNIST_ROOT)

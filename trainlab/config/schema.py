@@ -34,6 +34,26 @@ class DataConfig:
     rotate_deg: float | None = None  # uniform rotation in [-deg, deg]; None -> data default
     brightness: float | None = None  # factor uniform in [1-b, 1+b]; None -> data default
     contrast: float | None = None  # factor uniform in [1-c, 1+c]; None -> data default
+    # formats and conversion at load
+    download: bool = False  # fetch the official archives (checksummed) when files are missing
+    coarse_labels: bool = False  # cifar100: the 20 superclasses instead of the 100 classes
+    image_size: int | None = None  # resize every image to image_size x image_size at load
+    channels: int | None = None  # 1 or 3: convert grey <-> RGB at load; None -> as stored
+    skip_bad_files: bool = False  # folder: skip and count unreadable images instead of failing
+    cache_dir: str | None = None  # decoded-image cache; None -> $XDG_CACHE_HOME/trainlab
+    # loading path
+    in_memory: bool | None = None  # None -> in memory when the decoded set fits in_memory_max_gb
+    in_memory_max_gb: float = 4.0
+    num_workers: int | None = None  # DataLoader workers; None -> the CPUs this process may use
+    # file-backed pipeline only (torchvision.transforms.v2)
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop
+    auto_augment: str = "none"  # none | randaugment | trivialaugment
+    random_erasing: float = 0.0  # probability of RandomErasing per image
+    # batch level, both paths: soft labels
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing weight; 0 -> off
+    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) box area; 0 -> off
+    mix_prob: float = 1.0  # probability that a batch is mixed at all
+    mix_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
 
 
 @dataclass(frozen=True)
