@@ -113,7 +113,7 @@ def test_bad_fraction_is_config_error(key):
 
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ConfigError) as err:
-        load_data(DataConfig(name="cifar100"))
+        load_data(DataConfig(name="cifar99"))
     msg = str(err.value)
     assert "data.name" in msg and "digits" in msg and "fashion-mnist" in msg
 

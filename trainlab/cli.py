@@ -70,6 +70,34 @@ def cmd_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_inspect(ns: argparse.Namespace) -> int:
+    from trainlab.config.load import build_config
+    from trainlab.data.inspect import inspect_data, spec_overrides
+
+    recipe, overrides = _split_recipe(ns.args)
+    if recipe is not None and not recipe.endswith((".yaml", ".yml")):
+        recipe, overrides = None, [*spec_overrides(recipe), *overrides]
+    cfg = build_config(recipe, overrides)
+    out = Path(ns.out or f"data-{cfg.data.name}.png")
+    text, png = inspect_data(cfg, out)
+    print(text)
+    print(f"sample grid: {png}")
+    return 0
+
+
+def cmd_data_preview(ns: argparse.Namespace) -> int:
+    from trainlab.config.load import build_config
+    from trainlab.config.validate import validate
+    from trainlab.data.inspect import preview_augment
+
+    recipe, overrides = _split_recipe(ns.args)
+    cfg = build_config(recipe, overrides)
+    validate(cfg)
+    out = Path(ns.out or f"augment-{_recipe_name(recipe)}.png")
+    print(f"augmentation preview: {preview_augment(cfg, out, ns.images, ns.views)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trainlab", description="Train image classifiers.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -93,6 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     cs = csub.add_parser("show", help="print the resolved config", epilog=EPILOG)
     cs.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]")
     cs.set_defaults(func=cmd_config_show)
+
+    d = sub.add_parser("data", help="inspect data sets and preview augmentation")
+    dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    di = dsub.add_parser("inspect", help="counts, image size, mean/std and a PNG sample grid",
+                         description="DATA_SPEC is a data set name (fashion-mnist), an image "
+                         "folder (root/train/<class>/...), an .npz file, or a recipe; "
+                         "key=value overrides follow.")
+    di.add_argument("args", nargs="+", metavar="DATA_SPEC [key=value]")
+    di.add_argument("--out", help="PNG path (default: data-<name>.png)")
+    di.set_defaults(func=cmd_data_inspect)
+    dp = dsub.add_parser("preview-augment", help="PNG grid of images augmented as in training",
+                         epilog=EPILOG)
+    dp.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]")
+    dp.add_argument("--out", help="PNG path (default: augment-<recipe>.png)")
+    dp.add_argument("--images", type=int, default=8, help="rows: training images")
+    dp.add_argument("--views", type=int, default=7, help="augmented views per image")
+    dp.set_defaults(func=cmd_data_preview)
 
     m = sub.add_parser("models", help="list models with parameter counts")
     m.add_argument("--channels", type=int, default=3)

@@ -19,11 +19,12 @@ class RunConfig:
     log_every: int = 50  # optimizer steps between train-metric records
     progress: bool = True  # console progress bar (only drawn when stderr is a terminal)
     tensorboard: bool = True
+    dist_timeout_s: float = 60.0  # a rank that fails or stops responding ends the others
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # digits | fashion-mnist
+    name: str = "digits"  # digits | fashion-mnist | mnist | cifar10 | cifar100 | folder | npz
     root: str | None = None  # data folder; None -> the data set's usual place
     val_fraction: float = 0.1  # of the training split, stratified, fixed seed
     test_fraction: float = 0.2  # only for data sets without an official test split (digits)
@@ -61,6 +62,7 @@ class ModelConfig:
     name: str = "cnn"  # see `trainlab models`
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp hidden sizes
     widths: list[int] | None = None  # cnn stage widths; None -> model default
+    stem_stride: int = 1  # cnn stem conv stride: 1 | 2 (2 -> stages start at half size)
     dropout: float = 0.0  # before the classifier (and between mlp layers)
     image_size: int | None = None  # None -> the data's image size
     patch_size: int = 4  # vit patch side, pixels; must divide the image size
@@ -107,6 +109,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 -> off
     eval_batch_size: int = 512
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
+    channels_last: bool = False  # NHWC memory format for CNNs (faster convs on GPUs)
+    compile: bool = False  # torch.compile the training forward; checkpoints keep plain keys
+    ema_decay: float = 0.0  # EMA of the weights, evaluated and saved beside them; 0 -> off
+    sync_bn: bool = False  # SyncBatchNorm across processes (distributed runs)
+    tf32: bool = False  # allow TF32 matmuls/convolutions on NVIDIA GPUs (faster, ~1e-3 rel.)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,12 @@ def validate(cfg: Config) -> None:
     _need(m.patch_size > 0, f"model.patch_size must be positive (got {m.patch_size}).")
     _need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1) (got {m.dropout}).")
     _need(m.pool in ("cls", "mean"), f"model.pool must be cls or mean (got {m.pool!r}).")
+    _need(t.precision in ("fp32", "bf16", "fp16"), f"train.precision must be fp32, bf16 or "
+          f"fp16 (got {t.precision!r}).")
+    _need(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), 0 meaning off (got "
+          f"{t.ema_decay}); 0.999 is a common choice.")
+    _need(cfg.run.dist_timeout_s > 0, f"run.dist_timeout_s must be positive (got "
+          f"{cfg.run.dist_timeout_s}).")
     _need(cfg.sched.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0 (got "
           f"{cfg.sched.warmup_epochs}).")
     _need(cfg.sched.warmup_epochs <= t.epochs, f"sched.warmup_epochs={cfg.sched.warmup_epochs} "

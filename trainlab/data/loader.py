@@ -5,6 +5,7 @@ both are drawn at the start of the epoch for every position of the epoch, from a
 seeded with (seed, epoch). Batch `i` is positions [i*B, (i+1)*B) of that order, so resuming at
 batch `i` reproduces the rest of the epoch exactly, and a rank that takes a slice of those
 positions sees the same samples with the same augmentation as a single process would.
+Optional Mixup/CutMix (`mix`) is applied per batch from `mix_generator(seed, epoch, batch)`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor
 
 from trainlab.data.augment import AugmentSpec, apply_augment, sample_params
+from trainlab.data.mix import MixSpec, mix_batch, mix_generator
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -27,6 +29,7 @@ class DeviceLoader:
 
     x: [N, C, H, W] uint8 (0..255), y: [N] int64. Yields (images [B, C, H, W] float32,
     normalized with `mean`/`std` given per channel in [0, 1] pixel units, labels [B] int64).
+    With `mix` (training only) labels are soft instead: float32 [B, K], rows summing to 1.
     """
 
     def __init__(
@@ -42,8 +45,10 @@ class DeviceLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        mix: MixSpec | None = None,
     ) -> None:
         self.x, self.y = x, y
+        self.mix = mix
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment if augment is not None and augment.enabled else None
@@ -93,4 +98,6 @@ class DeviceLoader:
                 xb = (xf - self.mean) / self.std
             else:
                 xb = self.normalize(xb)
+            if self.mix is not None:
+                xb, yb = mix_batch(xb, yb, self.mix, mix_generator(self.seed, epoch, i))
             yield xb, yb

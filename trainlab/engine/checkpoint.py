@@ -72,7 +72,10 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any] | list[dict[str, Any]], rank: int = 0) -> None:
+    """Restore `rng_state()` output; a list holds one state per rank (rank 0's if too short)."""
+    if isinstance(state, list):
+        state = state[rank] if rank < len(state) else state[0]
     torch.set_rng_state(state["torch"])
     random.setstate(_to_tuples(state["python"]))
     name, keys, *rest = state["numpy"]

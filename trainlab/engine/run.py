@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainlab.config.load import config_from_dict, dump_yaml, to_dict
+from trainlab.config.load import dump_yaml, to_dict
 from trainlab.config.schema import Config
 from trainlab.config.validate import validate
-from trainlab.data.augment import resolve_augment
-from trainlab.data.loader import DeviceLoader
-from trainlab.data.sources import DataSplits, load_data
-from trainlab.data.stats import channel_stats
+from trainlab.dist.env import DistEnv, detect
+from trainlab.dist.setup import all_gather_objects, init_distributed, report_failure, teardown
 from trainlab.engine.checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -27,32 +23,25 @@ from trainlab.engine.checkpoint import (
     resolve_resume,
     set_rng_state,
 )
+from trainlab.engine.ema import EMA
+from trainlab.engine.parts import (
+    Parts,
+    build_parts,
+    load_run,
+    load_state,
+    resolve_device,
+    seed_everything,
+    train_loader_for,
+)
 from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
-from trainlab.engine.trainer import Trainer, TrainState
+from trainlab.engine.trainer import Interrupted, Trainer, TrainState
 from trainlab.errors import ConfigError
 from trainlab.methods import build_method
-from trainlab.models import ImageSpec, build_model, count_params
+from trainlab.models import count_params
 from trainlab.optim.factory import build_optimizer
 from trainlab.optim.schedule import build_schedule
 
-
-def resolve_device(name: str) -> torch.device:
-    """`run.device`: auto picks cuda, then mps, then cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(
-            f"run.device={name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device={name!r} but this machine has no usable CUDA GPU; use "
-                          f"run.device=cpu (or auto).") from None
-    return dev
+__all__ = ["train", "evaluate_run", "load_run", "build_parts", "resolve_run_dir"]
 
 
 def _same_run(saved: dict[str, Any], cfg: Config) -> bool:
@@ -86,91 +75,90 @@ def resolve_run_dir(cfg: Config, recipe_name: str) -> Path:
     return path
 
 
-@dataclass
-class Parts:
-    """Everything built from a config that both `train` and `eval` need."""
-
-    data: DataSplits
-    spec: ImageSpec
-    mean: list[float]
-    std: list[float]
-    model: torch.nn.Module
-    device: torch.device
-
-    def loader(self, split: str, batch_size: int, **kw: Any) -> DeviceLoader:
-        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
-        return DeviceLoader(x.to(self.device), y.to(self.device), batch_size, self.mean,
-                            self.std, shuffle=kw.pop("shuffle", False), **kw)
-
-    def data_info(self) -> dict[str, Any]:
-        s = self.spec
-        return {"name": self.data.name, "mean": self.mean, "std": self.std,
-                "class_names": self.data.class_names, "channels": s.channels,
-                "height": s.height, "width": s.width, "num_classes": s.num_classes}
-
-
-def build_parts(cfg: Config, stats: tuple[list[float], list[float]] | None = None) -> Parts:
-    """Load data, compute (or reuse) normalization stats, build the model on the device."""
-    device = resolve_device(cfg.run.device)
-    data = load_data(cfg.data)
-    mean, std = stats if stats is not None else channel_stats(data.x_train)
-    spec = ImageSpec(channels=data.channels, height=data.height, width=data.width,
-                     num_classes=data.num_classes)
-    torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model, spec).to(device)
-    return Parts(data, spec, list(mean), list(std), model, device)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
-    """Run training end to end; returns the summary written to summary.json."""
+    """Run training end to end (as one rank of a distributed job when launched by torchrun or
+    srun); returns the summary written to summary.json."""
     validate(cfg)
-    run_dir = resolve_run_dir(cfg, recipe_name)
+    env = detect()
+    if cfg.train.batch_size % env.world_size:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is the global batch and must divide by "
+            f"the {env.world_size} processes of this job; use a multiple of {env.world_size}.")
+    device = resolve_device(cfg.run.device, env)
+    init_distributed(env, device, cfg.run.dist_timeout_s)
+    try:
+        return _train(cfg, recipe_name, env, device)
+    except BaseException as e:
+        if env.distributed and not isinstance(e, Interrupted):
+            report_failure(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        teardown()
+
+
+def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) -> dict[str, Any]:
+    run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
     ckpt_path = resolve_resume(cfg.run.resume, run_dir)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
     seed_everything(cfg.run.seed)
     stats = (ckpt["data"]["mean"], ckpt["data"]["std"]) if ckpt else None
-    parts = build_parts(cfg, stats)
+    parts = build_parts(cfg, stats, env, device)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir)))
-    method = build_method(cfg, parts.model)
-    optimizer = build_optimizer(cfg.optim, parts.model)
     t = cfg.train
-    train_loader = parts.loader("train", t.batch_size, shuffle=True,
-                                augment=resolve_augment(cfg.data), seed=cfg.run.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = t.tf32
+        torch.backends.cudnn.allow_tf32 = t.tf32
+    model = parts.model
+    if t.sync_bn and env.distributed:
+        model = parts.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    method = build_method(cfg, model)
+    optimizer = build_optimizer(cfg.optim, model)
+    ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
+    scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
+    train_loader = train_loader_for(cfg, parts)
     val_loader = parts.loader("val", t.eval_batch_size)
     steps_per_epoch = -(-len(train_loader) // t.accum_steps)
     schedule = build_schedule(cfg.sched, cfg.optim.lr, steps_per_epoch, t.epochs)
     state = TrainState()
     if ckpt is not None:
-        _restore(ckpt, parts.model, optimizer, ckpt_path)
+        _restore(ckpt, model, optimizer, ckpt_path, ema, scaler)
         state = TrainState(**ckpt["state"])
-    is_main = True
+    train_module: torch.nn.Module = method
+    if env.distributed:
+        ids = [device.index] if device.type == "cuda" else None
+        train_module = DDP(method, device_ids=ids)
+    if t.compile:
+        train_module = torch.compile(train_module)
+    is_main = env.is_main
     console = Console(is_main, cfg.run.progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    atomic_write_json(run_dir / "data.json", parts.data_info())
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        atomic_write_json(run_dir / "data.json", parts.data_info())
     metrics = MetricsFile(run_dir, is_main, resume_step=state.step if ckpt else None)
     tb = TensorBoard(run_dir, is_main, cfg.run.tensorboard)
-    params = count_params(parts.model)
+    params = count_params(model)
     _print_header(console, cfg, parts, params, len(train_loader), steps_per_epoch, schedule,
                   run_dir, ckpt_path, state)
     extra = lambda: {"config": to_dict(cfg), "data": parts.data_info()}  # noqa: E731
+    ema_method = build_method(cfg, ema.module) if ema is not None else None
     trainer = Trainer(method, optimizer, schedule, train_loader, val_loader, epochs=t.epochs,
                       accum_steps=t.accum_steps, grad_clip=t.grad_clip,
                       log_every=cfg.run.log_every, run_dir=run_dir, is_main=is_main,
-                      console=console, metrics=metrics, tb=tb, checkpoint_extra=extra)
+                      console=console, metrics=metrics, tb=tb, checkpoint_extra=extra,
+                      train_module=train_module, precision=t.precision, scaler=scaler,
+                      ema=ema, ema_method=ema_method, channels_last=t.channels_last)
     try:
         if ckpt is not None:
-            set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"], env.rank)
         state = trainer.fit(state)
         t0 = time.perf_counter()
         final_val = trainer.evaluate(val_loader) if len(val_loader.y) else {}
-        test = trainer.evaluate(parts.loader("test", t.eval_batch_size))
+        test_loader = parts.loader("test", t.eval_batch_size)
+        test = trainer.evaluate(test_loader)
+        test_ema = trainer.evaluate(test_loader, ema=True) if ema is not None else {}
         eval_s = time.perf_counter() - t0
     finally:
         tb.close()
@@ -181,6 +169,7 @@ def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
         "test_acc": test["acc"],
         "test_top5": test.get("top5"),
         "test_loss": test["loss"],
+        **({"test_ema_acc": test_ema["acc"]} if test_ema else {}),
         "epochs": state.epoch,
         "steps": state.step,
         "wall_s": round(state.wall_s, 3),
@@ -190,19 +179,23 @@ def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
         "data": cfg.data.name,
         "method": cfg.method.name,
         "device": str(parts.device),
+        "world_size": env.world_size,
         "run_dir": str(run_dir),
     }
     rec = {"kind": "test", "step": state.step, **{f"test_{k}": v for k, v in test.items()}}
     metrics.log(rec)
-    atomic_write_json(run_dir / "summary.json", summary)
+    if is_main:
+        atomic_write_json(run_dir / "summary.json", summary)
     top5 = f"  top-5 {test['top5']:.4f}" if "top5" in test else ""
-    console.print(f"test accuracy {test['acc']:.4f}{top5}  (loss {test['loss']:.4f}); training "
-                  f"wall time {state.wall_s:.1f}s; results in {run_dir}")
+    ema_txt = f"  EMA {test_ema['acc']:.4f}" if test_ema else ""
+    console.print(f"test accuracy {test['acc']:.4f}{top5}{ema_txt}  (loss {test['loss']:.4f}); "
+                  f"training wall time {state.wall_s:.1f}s; results in {run_dir}")
     return summary
 
 
-def _restore(ckpt: dict[str, Any], model: torch.nn.Module, optimizer: Any, path: Path) -> None:
-    missing, unexpected = _load_state(model, ckpt["model"])
+def _restore(ckpt: dict[str, Any], model: torch.nn.Module, optimizer: Any, path: Path,
+             ema: EMA | None, scaler: Any) -> None:
+    missing, unexpected = load_state(model, ckpt["model"])
     if missing or unexpected:
         raise ConfigError(
             f"Checkpoint {path} does not fit model.name={ckpt['config']['model']['name']!r} as "
@@ -210,17 +203,10 @@ def _restore(ckpt: dict[str, Any], model: torch.nn.Module, optimizer: Any, path:
             f"Resume with the same model settings as the saved run (see its config.yaml)."
         )
     optimizer.load_state_dict(ckpt["optimizer"])
-
-
-def _load_state(model: torch.nn.Module, sd: dict[str, Any]) -> tuple[list[str], list[str]]:
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    bad_shape = [k for k in own if k in sd and own[k].shape != sd[k].shape]
-    if missing or unexpected or bad_shape:
-        return missing + bad_shape, unexpected
-    model.load_state_dict(sd)
-    return [], []
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"] if "ema" in ckpt else ckpt["model"])
+    if scaler is not None and "scaler" in ckpt:
+        scaler.load_state_dict(ckpt["scaler"])
 
 
 def _print_header(console: Console, cfg: Config, parts: Parts, params: int, batches: int,
@@ -242,20 +228,6 @@ def _print_header(console: Console, cfg: Config, parts: Parts, params: int, batc
     console.print(f"run dir {run_dir}")
 
 
-def load_run(path: str | Path, which: str = "last") -> tuple[Config, dict[str, Any], Path]:
-    """A checkpoint file or run dir -> (its config, the checkpoint, the checkpoint path)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoints" / f"{which}.pt"
-        if not p.is_file():
-            raise ConfigError(f"No checkpoint {p}: is '{path}' a trainlab run folder that trained "
-                              f"at least one epoch?")
-    ckpt = load_checkpoint(p)
-    if "config" not in ckpt or "data" not in ckpt:
-        raise ConfigError(f"'{p}' is not a trainlab checkpoint (no config/data inside).")
-    return config_from_dict(ckpt["config"], f"checkpoint {p}"), ckpt, p
-
-
 def evaluate_run(path: str | Path, split: str = "test", which: str = "last",
                  overrides: list[str] | tuple = ()) -> dict[str, Any]:
     """Evaluate a saved run on a split with the normalization stats saved in its checkpoint."""
@@ -268,7 +240,7 @@ def evaluate_run(path: str | Path, split: str = "test", which: str = "last",
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test (got {split!r}).")
     parts = build_parts(cfg, (ckpt["data"]["mean"], ckpt["data"]["std"]))
-    missing, unexpected = _load_state(parts.model, ckpt["model"])
+    missing, unexpected = load_state(parts.model, ckpt["model"])
     if missing or unexpected:
         raise ConfigError(f"Checkpoint {p} does not match its own config (missing {missing[:5]}, "
                           f"unexpected {unexpected[:5]}).")

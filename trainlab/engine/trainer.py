@@ -7,15 +7,18 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
-from trainlab.data.loader import DeviceLoader
+from trainlab.dist.setup import all_gather_objects, all_reduce_sum
 from trainlab.engine.checkpoint import rng_state, save_checkpoint
+from trainlab.engine.ema import EMA
 from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
 from trainlab.errors import TrainingDiverged, TrainlabError
 from trainlab.methods.base import Method
@@ -66,32 +69,64 @@ class StopFlag:
 
 
 @torch.no_grad()
-def evaluate(method: Method, loader: DeviceLoader) -> dict[str, float]:
-    """Mean of each metric of `method.evaluate` over the whole split (weighted by batch size)."""
+def evaluate(method: Method, loader, precision: str = "fp32") -> dict[str, float]:
+    """Mean of each metric of `method.evaluate` over the whole split (weighted by batch size).
+
+    With several ranks each evaluates its slice of every batch and the sums are all-reduced,
+    so every sample counts exactly once.
+    """
     was_training = method.training
     method.eval()
+    device = next(method.parameters()).device
     sums: dict[str, Tensor] = {}
     n = 0
     for batch in loader.epoch(0):
-        out = method.evaluate(batch)
         b = len(batch[1])
+        if b == 0:  # a rank's slice of a short last batch can be empty
+            continue
+        with autocast(device, precision):
+            out = method.evaluate(batch)
         for k, v in out.items():
             sums[k] = sums.get(k, 0) + v.detach().float() * b
         n += b
     method.train(was_training)
-    return {k: (v / max(n, 1)).item() for k, v in sums.items()}
+    return reduce_means(sums, n, device)
+
+
+def reduce_means(sums: dict[str, Tensor], n: int, device: torch.device) -> dict[str, float]:
+    """{name: sum over samples} and a sample count -> global means over all ranks."""
+    keys = sorted(sums) if sums else []
+    if dist.is_initialized():
+        names = all_gather_objects(keys)
+        keys = sorted({k for ks in names for k in ks})  # type: ignore[union-attr]
+    vec = torch.stack([torch.as_tensor(sums.get(k, 0.0), dtype=torch.float32, device=device)
+                       for k in keys] + [torch.tensor(float(n), device=device)])
+    all_reduce_sum(vec)
+    total = vec[-1].item()
+    return {k: (vec[i] / max(total, 1.0)).item() for i, k in enumerate(keys)}
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast context for `train.precision` (fp32 = disabled)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 class Trainer:
-    """Runs `method` over `train_loader` for `epochs`, evaluating on `val_loader` each epoch."""
+    """Runs `method` over `train_loader` for `epochs`, evaluating on `val_loader` each epoch.
+
+    `train_module` is what the forward pass calls: the method itself, or the method wrapped
+    in DistributedDataParallel and/or torch.compile. `method.model` (the plain module) is
+    what is checkpointed and evaluated.
+    """
 
     def __init__(
         self,
         method: Method,
         optimizer: torch.optim.Optimizer,
         schedule: Schedule,
-        train_loader: DeviceLoader,
-        val_loader: DeviceLoader | None,
+        train_loader: Any,
+        val_loader: Any | None,
         *,
         epochs: int,
         accum_steps: int,
@@ -103,16 +138,30 @@ class Trainer:
         metrics: MetricsFile,
         tb: TensorBoard,
         checkpoint_extra: Callable[[], dict[str, Any]],
+        train_module: nn.Module | None = None,
+        precision: str = "fp32",
+        scaler: torch.amp.GradScaler | None = None,
+        ema: EMA | None = None,
+        ema_method: Method | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.method, self.optimizer, self.schedule = method, optimizer, schedule
+        self.train_module = train_module if train_module is not None else method
         self.train_loader, self.val_loader = train_loader, val_loader
         self.epochs, self.accum, self.grad_clip = epochs, accum_steps, grad_clip
         self.log_every = max(1, log_every)
         self.run_dir, self.is_main = run_dir, is_main
         self.console, self.metrics, self.tb = console, metrics, tb
         self.checkpoint_extra = checkpoint_extra
+        self.precision, self.scaler = precision, scaler
+        self.ema, self.ema_method = ema, ema_method
+        self.channels_last = channels_last
         self.device = next(method.parameters()).device
-        self.check_every_step = self.device.type == "cpu"  # .item() costs a sync on GPUs
+        self.distributed = dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        # stop/NaN flags are read (and agreed on by all ranks) every `sync_every` steps:
+        # every step on the CPU, every 10 on accelerators where a read costs a device sync
+        self.sync_every = 1 if self.device.type == "cpu" else 10
         self.stop = StopFlag()
 
     @property
@@ -121,21 +170,29 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save(self, name: str, state: TrainState) -> Path:
+        """Checkpoint (rank 0 writes; every rank must call it: RNG states are gathered)."""
         path = self.run_dir / "checkpoints" / name
+        rngs = all_gather_objects(rng_state())
         if self.is_main:
             payload = {
                 "format": "trainlab/1",
                 "model": self.method.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "state": dataclasses.asdict(state),
-                "rng": rng_state(),
+                "rng": rngs,  # one entry per rank
                 **self.checkpoint_extra(),
             }
+            if self.scaler is not None:
+                payload["scaler"] = self.scaler.state_dict()
+            if self.ema is not None:
+                payload["ema"] = self.ema.state_dict()
             save_checkpoint(path, payload)
         return path
 
-    def evaluate(self, loader: DeviceLoader) -> dict[str, float]:
-        return evaluate(self.method, loader)
+    def evaluate(self, loader: Any, ema: bool = False) -> dict[str, float]:
+        method = self.ema_method if ema else self.method
+        assert method is not None
+        return evaluate(method, loader, self.precision)
 
     # ---------------------------------------------------------------- training
     def _set_lr(self, step: int) -> float:
@@ -144,7 +201,7 @@ class Trainer:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         return lr
 
-    def _diverged(self, loss: float, state: TrainState, lr: float) -> TrainingDiverged:
+    def _diverged(self, loss: float | str, state: TrainState, lr: float) -> TrainingDiverged:
         return TrainingDiverged(
             f"The training loss became {loss} at optimizer step {state.step} (epoch "
             f"{state.epoch + 1}, lr {lr:.3g}); the run stopped. The last good checkpoint, if "
@@ -154,83 +211,127 @@ class Trainer:
             f"clipping (train.grad_clip=1.0)."
         )
 
+    def _flags(self, bad: Tensor) -> tuple[bool, bool]:
+        """(stop requested on any rank, non-finite loss on any rank) — agreed by all ranks."""
+        vec = torch.stack([torch.tensor(float(self.stop.signum is not None), device=self.device),
+                           bad.float()])
+        all_reduce_sum(vec)
+        stop, nonfinite = vec.tolist()
+        return stop > 0, nonfinite > 0
+
+    def _backward(self, loss: Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _optimizer_step(self) -> None:
+        opt = self.optimizer
+        if self.scaler is not None:
+            if self.grad_clip > 0:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.grad_clip)
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.grad_clip)
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.method.model)
+
     def fit(self, state: TrainState) -> TrainState:
         """Train from `state` to the last epoch. Raises `Interrupted` on SIGINT/SIGTERM."""
         with self.stop:
             return self._fit(state)
 
     def _fit(self, state: TrainState) -> TrainState:
-        method, opt = self.method, self.optimizer
-        method.train()
+        self.method.train()
         n_batches = len(self.train_loader)
-        seg_start = time.perf_counter()
-        wall0 = state.wall_s
+        seg_start, wall0 = time.perf_counter(), state.wall_s
         lr = self.schedule(state.step)
+        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        ddp = hasattr(self.train_module, "no_sync")
         while state.epoch < self.epochs:
             epoch = state.epoch
             ep_sums: dict[str, Tensor] = {}
+            win_sums: dict[str, Tensor] = {}
             ep_n, win_n, win_t = 0, 0, time.perf_counter()
             ep_t0 = win_t
-            win_sums: dict[str, Tensor] = {}
             self.console.start_epoch(epoch, self.epochs, n_batches, state.batch)
             for j, batch in enumerate(self.train_loader.epoch(epoch, state.batch), state.batch):
                 pos = j % self.accum
                 group = min(self.accum, n_batches - (j - pos))  # micro-batches in this step
                 if pos == 0:
                     lr = self._set_lr(state.step)
-                out = method(batch)
-                (out["loss"] / group).backward()
+                if self.channels_last:
+                    batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+                sync = nullcontext() if not ddp or pos == group - 1 else self.train_module.no_sync()
+                with sync:
+                    with autocast(self.device, self.precision):
+                        out = self.train_module(batch)
+                    self._backward(out["loss"] / group)
                 b = len(batch[1])
                 for k, v in out.items():
                     v = v.detach().float() * b
                     ep_sums[k] = ep_sums.get(k, 0) + v
                     win_sums[k] = win_sums.get(k, 0) + v
+                bad = bad | ~torch.isfinite(out["loss"].detach())
                 ep_n, win_n = ep_n + b, win_n + b
                 if pos != group - 1:
                     continue
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(method.parameters(), self.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                self._optimizer_step()
                 state.step += 1
                 state.batch = j + 1
-                if self.check_every_step and not math.isfinite(out["loss"].item()):
-                    raise self._diverged(out["loss"].item(), state, lr)
                 self.console.update(group)
+                if state.step % self.sync_every == 0 or state.batch == n_batches:
+                    stop, nonfinite = self._flags(bad)
+                    if nonfinite:
+                        raise self._diverged("nan or inf", state, lr)
+                    if stop:
+                        state.wall_s = wall0 + time.perf_counter() - seg_start
+                        return self._interrupted(state)
                 if state.step % self.log_every == 0:
-                    rec = {k: (v / win_n).item() for k, v in win_sums.items()}
-                    if not math.isfinite(rec["loss"]):
-                        raise self._diverged(rec["loss"], state, lr)
-                    dt = time.perf_counter() - win_t
-                    rec.update(kind="train", epoch=epoch, step=state.step, lr=lr,
-                               img_per_s=win_n / max(dt, 1e-9))
-                    self.metrics.log(rec)
-                    self.tb.log(rec)
-                    self.console.update(0, {"loss": f"{rec['loss']:.4f}", "lr": f"{lr:.2e}",
-                                            "img/s": f"{rec['img_per_s']:.0f}",
-                                            **{k: f"{v:.3f}" for k, v in rec.items()
-                                               if k == "acc"}})
+                    self._log_window(win_sums, win_n, win_t, epoch, state.step, lr)
                     win_sums, win_n, win_t = {}, 0, time.perf_counter()
-                if self.stop.signum is not None:
-                    state.wall_s = wall0 + time.perf_counter() - seg_start
-                    return self._interrupted(state)
             self.console.end_epoch()
-            img_per_s = ep_n / max(time.perf_counter() - ep_t0, 1e-9)
+            img_per_s = self._global_count(ep_n) / max(time.perf_counter() - ep_t0, 1e-9)
             state.epoch, state.batch = epoch + 1, 0
             state.wall_s = wall0 + time.perf_counter() - seg_start
             self._end_epoch(state, epoch, lr, ep_sums, ep_n, img_per_s)
-            if self.stop.signum is not None:
+            if self._flags(bad)[0]:
                 return self._interrupted(state)
         return state
 
+    def _global_count(self, n: int) -> int:
+        t = torch.tensor(float(n), device=self.device)
+        return int(all_reduce_sum(t).item())
+
+    def _log_window(self, sums: dict[str, Tensor], n: int, t0: float, epoch: int, step: int,
+                    lr: float) -> None:
+        rec: dict[str, Any] = reduce_means(sums, n, self.device)
+        n_all = self._global_count(n)
+        rec.update(kind="train", epoch=epoch, step=step, lr=lr,
+                   img_per_s=n_all / max(time.perf_counter() - t0, 1e-9))
+        self.metrics.log(rec)
+        self.tb.log(rec)
+        post = {"loss": f"{rec['loss']:.4f}", "lr": f"{lr:.2e}", "img/s": f"{rec['img_per_s']:.0f}"}
+        if "acc" in rec:
+            post["acc"] = f"{rec['acc']:.3f}"
+        self.console.update(0, post)
+
     def _end_epoch(self, state: TrainState, epoch: int, lr: float,
                    ep_sums: dict[str, Tensor], ep_n: int, img_per_s: float) -> None:
-        train = {f"train_{k}": (v / max(ep_n, 1)).item() for k, v in ep_sums.items()}
+        train = {f"train_{k}": v for k, v in reduce_means(ep_sums, ep_n, self.device).items()}
         if ep_sums and not math.isfinite(train["train_loss"]):
             raise self._diverged(train["train_loss"], state, lr)
         val: dict[str, float] = {}
         if self.val_loader is not None and len(self.val_loader.y) > 0:
             val = {f"val_{k}": v for k, v in self.evaluate(self.val_loader).items()}
+            if self.ema_method is not None:
+                val.update({f"val_ema_{k}": v
+                            for k, v in self.evaluate(self.val_loader, ema=True).items()})
         rec = {"kind": "epoch", "epoch": epoch + 1, "step": state.step, "lr": lr, **train, **val,
                "img_per_s": img_per_s, "wall_s": state.wall_s}
         improved = "val_acc" in val and (state.best_val_acc is None
@@ -250,11 +351,12 @@ class Trainer:
     def _interrupted(self, state: TrainState) -> TrainState:
         self.console.end_epoch()
         path = self.save("last.pt", state)
-        name = signal.Signals(self.stop.signum).name
+        name = (signal.Signals(self.stop.signum).name if self.stop.signum is not None
+                else "a stop signal on another rank")
         err = Interrupted(
             f"Received {name}: saved a checkpoint at optimizer step {state.step} (epoch "
             f"{state.epoch + 1}, batch {state.batch}) to {path}. Run the same command with "
             f"run.dir={self.run_dir} run.resume=auto to continue exactly where it stopped."
         )
-        err.exit_code = 128 + int(self.stop.signum)
+        err.exit_code = 128 + int(self.stop.signum or signal.SIGTERM)
         raise err

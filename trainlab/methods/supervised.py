@@ -1,4 +1,8 @@
-"""Supervised classification: cross-entropy (with optional label smoothing) on the labels."""
+"""Supervised classification: cross-entropy (with optional label smoothing) on the labels.
+
+Training labels are class ids int64 [B], or soft labels float [B, K] (rows summing to 1) from
+Mixup/CutMix; evaluation always uses class ids.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,19 @@ def topk_correct(logits: Tensor, y: Tensor, k: int) -> Tensor:
     return (top == y[:, None]).any(dim=1).float().mean()
 
 
+def soft_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy of logits [B, K] against soft targets [B, K] (rows summing to 1).
+
+    Label smoothing mixes the target with the uniform distribution, target * (1 - eps) + eps / K,
+    as F.cross_entropy does for class ids, so one-hot targets give the same loss as it does.
+    """
+    k = logits.shape[1]
+    target = target.float()
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / k
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
 class Supervised(Method):
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -26,7 +43,11 @@ class Supervised(Method):
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         x, y = batch
         logits = self.model(x)  # [B, K]
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if y.is_floating_point():  # soft labels [B, K] (mixup / cutmix)
+            loss = soft_cross_entropy(logits, y, self.label_smoothing)
+            y = y.argmax(1)  # accuracy against the dominant class
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         acc = (logits.detach().argmax(1) == y).float().mean()
         return {"loss": loss, "acc": acc}
 

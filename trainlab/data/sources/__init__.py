@@ -1,6 +1,6 @@
 """Data sources by name (`data.name`). Importing this package registers every source."""
 
-from trainlab.data.sources import digits, idx  # noqa: F401  (register their sources)
+from trainlab.data.sources import cifar, digits, folder, idx, npz  # noqa: F401  (registers them)
 from trainlab.data.sources.base import (
     SOURCES,
     DataSplits,

@@ -8,6 +8,7 @@ splits, independent of `run.seed`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from trainlab.config.schema import DataConfig
+from trainlab.data.convert import check_conversion, convert_images
 from trainlab.errors import ConfigError
 
 
@@ -174,7 +176,19 @@ def augment_defaults(name: str) -> dict[str, Any]:
 
 
 def load_data(cfg: DataConfig) -> DataSplits:
-    """Load the data set `cfg.name` and split it into train/val/test (see module docstring)."""
+    """Load the data set `cfg.name` and split it into train/val/test (see module docstring).
+
+    Then apply the conversion at load to every in-memory split: data.image_size (resize to
+    N x N) and data.channels (grey <-> RGB), see trainlab.data.convert. File-backed splits
+    (`ImageFiles`) convert as they read, so they pass through unchanged.
+    """
     source = get_source(cfg.name)
     check_fraction(cfg.val_fraction, "data.val_fraction", allow_zero=True)
-    return source.load(cfg)
+    check_conversion(cfg.image_size, cfg.channels)
+    data = source.load(cfg)
+    converted = {
+        f"x_{s}": convert_images(x, cfg.image_size, cfg.channels)
+        for s in ("train", "val", "test")
+        if isinstance(x := getattr(data, f"x_{s}"), torch.Tensor)
+    }
+    return dataclasses.replace(data, **converted)

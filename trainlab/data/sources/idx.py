@@ -1,4 +1,4 @@
-"""IDX files (the MNIST family): a reader and the MNIST-style sources built on it."""
+"""IDX files (the MNIST family): a reader and the mnist / fashion-mnist sources built on it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from trainlab.config.schema import DataConfig
+from trainlab.data.download import REMOTES, default_root, ensure_downloaded
 from trainlab.data.sources.base import DataSplits, make_splits, register_source
 from trainlab.errors import DataError
 
@@ -102,8 +103,10 @@ def find_idx_files(root: Path, torchvision_dir: str) -> dict[str, Path] | None:
     return None
 
 
-def _missing_files_error(data_set: str, root: Path, torchvision_dir: str, how: str) -> DataError:
-    looked = [root, root / torchvision_dir / "raw"]
+def _missing_files_error(
+    data_set: str, roots: list[Path], torchvision_dir: str, how: str
+) -> DataError:
+    looked = [folder for root in roots for folder in (root, root / torchvision_dir / "raw")]
     lines = []
     for folder in looked:
         if not folder.is_dir():
@@ -138,23 +141,61 @@ def load_idx_set(
             arrays["test_images"][:, None], arrays["test_labels"].astype(np.int64))
 
 
+def _locate_idx(cfg: DataConfig, name: str, title: str, torchvision_dir: str,
+                system_root: str | None, how: str) -> dict[str, Path]:
+    """The four IDX files of `name`: in data.root (or, unset, `system_root` and then the download
+    folder), fetched into that folder first when data.download is set and they are missing."""
+    if cfg.root:
+        roots = [Path(cfg.root).expanduser()]
+    else:
+        roots = [Path(system_root)] if system_root else []
+        roots.append(default_root(name))
+    for root in roots:
+        if (files := find_idx_files(root, torchvision_dir)) is not None:
+            return files
+    target = roots[-1]  # data.root, or the download folder
+    if cfg.download:
+        ensure_downloaded(name, target)
+        if (files := find_idx_files(target, torchvision_dir)) is not None:
+            return files
+    raise _missing_files_error(title, roots, torchvision_dir, how)
+
+
 @register_source(
     "fashion-mnist",
     dict(crop_padding=2, flip=True, rotate_deg=0.0, brightness=0.0, contrast=0.0),
     "Fashion-MNIST IDX files, 60,000 + 10,000 images 1x28x28, 10 classes",
 )
 def load_fashion_mnist(cfg: DataConfig) -> DataSplits:
-    """Fashion-MNIST from its four IDX files: 60,000 train + 10,000 test images, 1x28x28."""
-    root = Path(cfg.root or FASHION_MNIST_ROOT).expanduser()
-    files = find_idx_files(root, "FashionMNIST")
-    if files is None:
-        how = (
-            "on Debian/Ubuntu run `apt-get install dataset-fashion-mnist` (files land in "
-            f"{FASHION_MNIST_ROOT}); or download train-images-idx3-ubyte.gz, "
-            "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
-            "from https://github.com/zalandoresearch/fashion-mnist into a folder and pass "
-            "data.root=/that/folder."
-        )
-        raise _missing_files_error("Fashion-MNIST", root, "FashionMNIST", how)
+    """Fashion-MNIST from its four IDX files: 60,000 train + 10,000 test images, 1x28x28.
+
+    Unset data.root: the Debian package folder, then the download folder (`default_root`)."""
+    how = (
+        "on Debian/Ubuntu run `apt-get install dataset-fashion-mnist` (files land in "
+        f"{FASHION_MNIST_ROOT}); or set data.download=true; or download "
+        "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and "
+        "t10k-labels-idx1-ubyte.gz from https://github.com/zalandoresearch/fashion-mnist into a "
+        "folder and pass data.root=/that/folder."
+    )
+    files = _locate_idx(cfg, "fashion-mnist", "Fashion-MNIST", "FashionMNIST",
+                        FASHION_MNIST_ROOT, how)
     x_tr, y_tr, x_te, y_te = load_idx_set(files, (28, 28), len(FASHION_MNIST_CLASSES))
     return make_splits("fashion-mnist", x_tr, y_tr, x_te, y_te, cfg, FASHION_MNIST_CLASSES)
+
+
+@register_source(
+    "mnist",
+    dict(crop_padding=2, flip=False, rotate_deg=10.0, brightness=0.0, contrast=0.0),
+    "MNIST handwritten digits, IDX files, 60,000 + 10,000 images 1x28x28, 10 classes",
+)
+def load_mnist(cfg: DataConfig) -> DataSplits:
+    """MNIST from its four IDX files (.gz or plain) in data.root or data.root/MNIST/raw:
+    60,000 train + 10,000 test images, 1x28x28. Unset data.root: the download folder."""
+    how = (
+        "set data.download=true; or download train-images-idx3-ubyte.gz, "
+        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
+        f"from {REMOTES['mnist'].mirrors[0]} into a folder and pass data.root=/that/folder."
+    )
+    files = _locate_idx(cfg, "mnist", "MNIST", "MNIST", None, how)
+    x_tr, y_tr, x_te, y_te = load_idx_set(files, (28, 28), 10)
+    return make_splits("mnist", x_tr, y_tr, x_te, y_te, cfg, [str(i) for i in range(10)])

@@ -1,0 +1,45 @@
+"""Distributed environment detection from torchrun and Slurm variables."""
+
+import pytest
+
+from trainlab.dist.env import detect, first_host
+
+
+@pytest.mark.parametrize("nodelist,first", [
+    ("node01", "node01"),
+    ("a1,b2", "a1"),
+    ("gpu[03-05,9],cpu1", "gpu03"),
+    ("gpu[9,03-05]", "gpu9"),
+    ("rack1-[007-010]-ib", "rack1-007-ib"),
+    ("x[1-2]y[5-6]", "x1y5"),
+])
+def test_first_host(nodelist, first):
+    assert first_host(nodelist) == first
+
+
+def test_single_process_by_default():
+    e = detect({})
+    assert (e.rank, e.world_size, e.launcher, e.is_main, e.distributed) == (0, 1, "single",
+                                                                            True, False)
+
+
+def test_torchrun():
+    e = detect({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "MASTER_ADDR": "h0",
+                "MASTER_PORT": "1234"})
+    assert (e.rank, e.local_rank, e.world_size, e.master_addr, e.master_port) == (
+        3, 1, 4, "h0", 1234)
+    assert e.launcher == "torchrun" and not e.is_main
+
+
+def test_slurm_srun_step():
+    env = {"SLURM_PROCID": "2", "SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "4",
+           "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "gpu[10-11]", "SLURM_JOB_ID": "123456"}
+    e = detect(env)
+    assert (e.rank, e.local_rank, e.world_size, e.master_addr) == (2, 0, 4, "gpu10")
+    assert e.master_port == 15000 + 123456 % 20000 and e.launcher == "slurm"
+
+
+def test_sbatch_script_without_srun_is_single():
+    e = detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "7",
+                "SLURM_JOB_NODELIST": "n1"})
+    assert e.world_size == 1 and e.launcher == "single"

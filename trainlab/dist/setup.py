@@ -1,0 +1,145 @@
+"""Process group setup, teardown, and a watchdog so one failed rank never hangs the others.
+
+    env = detect()                                  # rank, world size, master from the launcher
+    device = init_distributed(env, "auto", 60)      # NCCL on GPUs, gloo on CPUs; cuda:LOCAL_RANK
+    ...                                             # train; only env.is_main writes
+    teardown()
+
+The watchdog: every rank bumps a heartbeat counter in a small TCP key-value store (hosted by
+rank 0 on MASTER_PORT+1) every 2 s and watches the others'. A rank that raised an exception
+publishes its message there first. When a peer's counter stops moving for `timeout_s`, or a
+peer reports a failure, the surviving ranks print which rank failed and exit, instead of
+waiting forever inside a collective.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from trainlab.dist.env import DistEnv
+
+HEARTBEAT_S = 2.0
+_watchdog: Watchdog | None = None
+
+
+def pick_device(env: DistEnv, name: str) -> torch.device:
+    """`run.device` for this rank: with CUDA, rank-local GPU `cuda:LOCAL_RANK`."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        dev = torch.device("cuda", env.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+        return dev
+    if name == "auto":
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def init_distributed(env: DistEnv, device: torch.device, timeout_s: float) -> None:
+    """Join the process group (no-op for a single process) and start the watchdog."""
+    global _watchdog
+    if not env.distributed or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    init = "env://" if env.launcher == "torchrun" else (
+        f"tcp://{env.master_addr}:{env.master_port}")
+    dist.init_process_group(backend, init_method=init, rank=env.rank,
+                            world_size=env.world_size, timeout=timedelta(seconds=timeout_s))
+    _watchdog = Watchdog(env, timeout_s)
+    _watchdog.start()
+
+
+def report_failure(message: str) -> None:
+    """Tell the other ranks why this rank is about to exit (best effort)."""
+    if _watchdog is not None:
+        _watchdog.publish_failure(message)
+
+
+def teardown() -> None:
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.stop()
+        _watchdog = None
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class Watchdog(threading.Thread):
+    """Heartbeats through a TCPStore; exits this process when a peer is gone."""
+
+    def __init__(self, env: DistEnv, timeout_s: float) -> None:
+        super().__init__(daemon=True, name="trainlab-watchdog")
+        self.env, self.timeout_s = env, timeout_s
+        self.store = dist.TCPStore(env.master_addr, env.master_port + 1, env.world_size,
+                                   is_master=env.is_main, timeout=timedelta(seconds=timeout_s),
+                                   wait_for_workers=False)
+        self.beats = 0
+        self._stop_evt = threading.Event()
+        self.store.set(f"hb/{env.rank}", "0")
+
+    def publish_failure(self, message: str) -> None:
+        try:
+            self.store.set(f"failed/{self.env.rank}", message[:2000])
+        except Exception:  # the store may be gone with rank 0
+            pass
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        try:
+            self.store.set(f"done/{self.env.rank}", "1")
+        except Exception:
+            pass
+
+    def run(self) -> None:
+        peers = [r for r in range(self.env.world_size) if r != self.env.rank]
+        seen = {r: ("", time.monotonic()) for r in peers}
+        while not self._stop_evt.wait(HEARTBEAT_S):
+            try:
+                self.beats += 1
+                self.store.set(f"hb/{self.env.rank}", str(self.beats))
+                now = time.monotonic()
+                for r in peers:
+                    if self.store.check([f"done/{r}"]):
+                        continue
+                    if self.store.check([f"failed/{r}"]):
+                        msg = self.store.get(f"failed/{r}").decode(errors="replace")
+                        self._die(f"rank {r} failed: {msg}")
+                    beat = self.store.get(f"hb/{r}").decode() if self.store.check(
+                        [f"hb/{r}"]) else ""
+                    if beat != seen[r][0]:
+                        seen[r] = (beat, now)
+                    elif now - seen[r][1] > self.timeout_s:
+                        self._die(f"rank {r} stopped responding (no heartbeat for "
+                                  f"{now - seen[r][1]:.0f} s): it was killed, crashed or hangs")
+            except Exception as e:  # store unreachable: rank 0, which hosts it, is gone
+                if self._stop_evt.is_set():
+                    return
+                self._die(f"rank 0 stopped responding (lost the connection to it: "
+                          f"{type(e).__name__})")
+
+    def _die(self, why: str) -> None:
+        print(f"trainlab: error: {why}. Stopping rank {self.env.rank} of "
+              f"{self.env.world_size} too; the last checkpoint is intact, resume with "
+              f"run.resume=auto.", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks in place (no-op for a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's `obj`, in rank order ([obj] for a single process)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
