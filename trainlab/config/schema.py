@@ -35,6 +35,7 @@ class DataConfig:
     rotate_deg: float | None = None  # uniform rotation in [-deg, deg]; None -> data default
     brightness: float | None = None  # factor uniform in [1-b, 1+b]; None -> data default
     contrast: float | None = None  # factor uniform in [1-c, 1+c]; None -> data default
+    labels_fraction: float = 1.0  # class-balanced share of the training labels used (e.g. 0.01)
     # formats and conversion at load
     download: bool = False  # fetch the official archives (checksummed) when files are missing
     coarse_labels: bool = False  # cifar100: the 20 superclasses instead of the 100 classes
@@ -60,6 +61,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "cnn"  # see `trainlab models`
+    init: str | None = None  # pretrained encoder: a checkpoint .pt or a run dir
     hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp hidden sizes
     widths: list[int] | None = None  # cnn stage widths; None -> model default
     stem_stride: int = 1  # cnn stem conv stride: 1 | 2 (2 -> stages start at half size)
@@ -76,7 +78,21 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = "supervised"
+    name: str = "supervised"  # supervised | mae | simclr | linear_probe | finetune
+    # mae: masked autoencoder (ViT backbones)
+    mask_ratio: float = 0.75  # share of patches removed per image, in (0, 1)
+    decoder_depth: int = 4
+    decoder_dim: int = 128
+    decoder_heads: int = 4
+    norm_pix_loss: bool = True  # targets: per-patch normalized pixels
+    # simclr: contrastive (CNN and ViT backbones)
+    temperature: float = 0.2  # NT-Xent temperature
+    proj_dim: int = 128  # projection head output
+    proj_hidden: int = 512  # projection head hidden width
+    # kNN monitor / `trainlab knn`
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    knn_every: int = 0  # epochs between online kNN accuracy checks during pretraining; 0 -> off
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,7 @@ class OptimConfig:
     nesterov: bool = False  # sgd only
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw
     eps: float = 1e-8
+    layer_decay: float = 1.0  # ViT layer-wise lr decay (finetune); 1 -> off
 
 
 @dataclass(frozen=True)
