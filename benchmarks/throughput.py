@@ -14,8 +14,6 @@ usage: python benchmarks/throughput.py [--model cnn] [--batch 256] [--steps 30] 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,81 +22,23 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import fresh_model, machine, sync, time_bare, time_trainer  # noqa: I001
 
-from trainlab.config.schema import DataConfig, ModelConfig, OptimConfig, SchedConfig
+from trainlab.config.schema import DataConfig, ModelConfig
 from trainlab.data.augment import resolve_augment
-from trainlab.data.loader import DeviceLoader
 from trainlab.data.sources import load_data
-from trainlab.data.stats import channel_stats
-from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
-from trainlab.engine.trainer import Trainer, TrainState
-from trainlab.methods.supervised import Supervised
-from trainlab.models import ImageSpec, build_model
-from trainlab.optim.factory import build_optimizer
-from trainlab.optim.schedule import build_schedule
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}; {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); {gpu}")
-
-
-def fresh(args, spec, device):
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(name=args.model), spec).to(device)
-    opt = build_optimizer(OptimConfig(name="adamw", lr=1e-3), model)
-    return model, opt
-
-
-def bare(args, x, y, spec, device) -> float:
-    """img/s of the bare step on ready batches (no data work at all)."""
-    model, opt = fresh(args, spec, device)
-    nb = args.steps + 1  # the same number of batches as the other pipelines, first one included
-    xs = [x[i * args.batch:(i + 1) * args.batch].float().div(255).sub(0.286).div(0.353)
-          for i in range(nb)]
-    ys = [y[i * args.batch:(i + 1) * args.batch] for i in range(nb)]
-    model.train()
-
-    def step(xb, yb):
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    sync(device)
-    t = time.perf_counter()
-    for xb, yb in zip(xs, ys, strict=True):
-        step(xb, yb)
-    sync(device)
-    return nb * args.batch / (time.perf_counter() - t)
+from trainlab.models import ImageSpec
 
 
 def ours(args, x, y, spec, device, tmp: Path) -> float:
-    """img/s of Trainer.fit (augmentation on, metrics on) for one epoch of `steps` batches."""
-    model, opt = fresh(args, spec, device)
-    mean, std = channel_stats(x.cpu())
+    model, opt = fresh_model(ModelConfig(name=args.model), spec, device)
     aug = resolve_augment(DataConfig(name="fashion-mnist"))
-    n = (args.steps + 1) * args.batch
-    loader = DeviceLoader(x[:n], y[:n], args.batch, mean, std, shuffle=True, augment=aug)
-    sched = build_schedule(SchedConfig(warmup_epochs=0), 1e-3, len(loader), 1)
-    tr = Trainer(Supervised(model), opt, sched, loader, None, epochs=1, accum_steps=1,
-                 grad_clip=0.0, log_every=10, run_dir=tmp, is_main=False,
-                 console=Console(False, False), metrics=MetricsFile(tmp, False),
-                 tb=TensorBoard(tmp, False, False), checkpoint_extra=dict)
-    t = time.perf_counter()
-    tr.fit(TrainState())
-    sync(device)
-    return n / (time.perf_counter() - t)
+    return time_trainer(model, opt, x, y, args.batch, args.steps + 1, aug, tmp)
+
+
+def bare(args, x, y, spec, device) -> float:
+    model, opt = fresh_model(ModelConfig(name=args.model), spec, device)
+    return time_bare(model, opt, x, y, args.batch, args.steps + 1)
 
 
 def pil(args, x, y, spec, device) -> float:
@@ -106,7 +46,7 @@ def pil(args, x, y, spec, device) -> float:
     from PIL import Image
     from torchvision import transforms as T
 
-    model, opt = fresh(args, spec, device)
+    model, opt = fresh_model(ModelConfig(name=args.model), spec, device)
     tf = T.Compose([T.RandomCrop(28, padding=2), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize((0.286,), (0.353,))])
     n = (args.steps + 1) * args.batch
@@ -130,11 +70,6 @@ def pil(args, x, y, spec, device) -> float:
         opt.zero_grad(set_to_none=True)
     sync(device)
     return n / (time.perf_counter() - t)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> int:

@@ -37,8 +37,19 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     res = evaluate_run(ns.path, ns.split, ns.checkpoint, ns.overrides)
     top5 = f"  top-5 {res['top5']:.4f}" if "top5" in res else ""
-    print(f"{res['split']} accuracy {res['acc']:.4f}{top5}  loss {res['loss']:.4f}  "
-          f"({res['n']} images, {res['checkpoint']})")
+    acc = f"accuracy {res['acc']:.4f}{top5}  " if "acc" in res else ""  # none for mae/simclr
+    print(f"{res['split']} {acc}loss {res['loss']:.4f}  ({res['n']} images, "
+          f"{res['checkpoint']})")
+    return 0
+
+
+def cmd_knn(ns: argparse.Namespace) -> int:
+    from trainlab.knn import knn_eval
+
+    res = knn_eval(ns.path, ns.k, ns.overrides)
+    print(f"test kNN accuracy {res['knn_acc']:.4f}  (k={res['k']}, T={res['temperature']:g}; "
+          f"{res['n_test']} test images, memory bank {res['n_bank']} train images; "
+          f"{res['checkpoint']})")
     return 0
 
 
@@ -115,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", metavar="key=value",
                    help="e.g. data.root=/elsewhere run.device=cpu")
     e.set_defaults(func=cmd_eval)
+
+    k = sub.add_parser("knn", help="kNN accuracy of a run's frozen encoder on the test split",
+                       description="Features of the frozen encoder (L2-normalized) for the "
+                       "train split form the memory bank; each test image takes a vote of its k "
+                       "most cosine-similar train images weighted by exp(sim / "
+                       "method.knn_temperature).")
+    k.add_argument("path", metavar="RUN_OR_CHECKPOINT", help="run folder or checkpoint .pt")
+    k.add_argument("--k", type=int, default=None, help="neighbours (default: method.knn_k)")
+    k.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="e.g. data.root=/elsewhere method.knn_temperature=0.1")
+    k.set_defaults(func=cmd_knn)
 
     c = sub.add_parser("config", help="config tools")
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)

@@ -60,13 +60,27 @@ def report_failure(message: str) -> None:
         _watchdog.publish_failure(message)
 
 
-def teardown() -> None:
+def wait_for_peer_failure(max_wait_s: float) -> None:
+    """After a collective failed: give the watchdog time to find the peer that died (it then
+    exits this process with a message naming that rank). Returns if every peer looks alive."""
+    if _watchdog is None:
+        return
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline and _watchdog.is_alive():
+        time.sleep(0.2)
+
+
+def teardown(clean: bool = True) -> None:
+    """Stop the watchdog and leave the process group. `clean`: every rank got here normally,
+    so wait for all of them first (rank 0 hosts the watchdog's store and must go last)."""
     global _watchdog
     if _watchdog is not None:
         _watchdog.stop()
-        _watchdog = None
     if dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
+    _watchdog = None
 
 
 class Watchdog(threading.Thread):

@@ -15,7 +15,14 @@ from trainlab.config.load import dump_yaml, to_dict
 from trainlab.config.schema import Config
 from trainlab.config.validate import validate
 from trainlab.dist.env import DistEnv, detect
-from trainlab.dist.setup import all_gather_objects, init_distributed, report_failure, teardown
+from trainlab.dist.setup import (
+    HEARTBEAT_S,
+    all_gather_objects,
+    init_distributed,
+    report_failure,
+    teardown,
+    wait_for_peer_failure,
+)
 from trainlab.engine.checkpoint import (
     atomic_write_json,
     atomic_write_text,
@@ -33,9 +40,15 @@ from trainlab.engine.parts import (
     seed_everything,
     train_loader_for,
 )
+from trainlab.engine.pretrained import (
+    load_encoder,
+    load_method_state,
+    load_pretrained,
+    method_state,
+)
 from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
 from trainlab.engine.trainer import Interrupted, Trainer, TrainState
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, TrainlabError
 from trainlab.methods import build_method
 from trainlab.models import count_params
 from trainlab.optim.factory import build_optimizer
@@ -86,23 +99,31 @@ def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
             f"the {env.world_size} processes of this job; use a multiple of {env.world_size}.")
     device = resolve_device(cfg.run.device, env)
     init_distributed(env, device, cfg.run.dist_timeout_s)
+    clean = False
     try:
-        return _train(cfg, recipe_name, env, device)
+        summary = _train(cfg, recipe_name, env, device)
+        clean = True
+        return summary
     except BaseException as e:
-        if env.distributed and not isinstance(e, Interrupted):
+        if env.distributed and not isinstance(e, (Interrupted, KeyboardInterrupt)):
             report_failure(f"{type(e).__name__}: {e}")
+            if not isinstance(e, TrainlabError):  # a collective failed: a peer may be gone
+                wait_for_peer_failure(cfg.run.dist_timeout_s + 3 * HEARTBEAT_S)
         raise
     finally:
-        teardown()
+        teardown(clean)
 
 
 def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) -> dict[str, Any]:
     run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
     ckpt_path = resolve_resume(cfg.run.resume, run_dir)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    init = load_pretrained(cfg.model.init) if cfg.model.init and ckpt is None else None
     seed_everything(cfg.run.seed)
     stats = (ckpt["data"]["mean"], ckpt["data"]["std"]) if ckpt else None
-    parts = build_parts(cfg, stats, env, device)
+    parts = build_parts(cfg, stats or (init.stats_for(cfg) if init else None), env, device)
+    if init is not None:  # a resumed run gets every weight from its own checkpoint instead
+        load_encoder(parts.model, init, cfg.model.name)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir)))
     t = cfg.train
     if device.type == "cuda":
@@ -114,7 +135,7 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) ->
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     method = build_method(cfg, model)
-    optimizer = build_optimizer(cfg.optim, model)
+    optimizer = build_optimizer(cfg.optim, method)  # the model and the method's own heads
     ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
     train_loader = train_loader_for(cfg, parts)
@@ -124,6 +145,7 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) ->
     state = TrainState()
     if ckpt is not None:
         _restore(ckpt, model, optimizer, ckpt_path, ema, scaler)
+        load_method_state(method, ckpt, ckpt_path)
         state = TrainState(**ckpt["state"])
     train_module: torch.nn.Module = method
     if env.distributed:
@@ -142,14 +164,18 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) ->
     params = count_params(model)
     _print_header(console, cfg, parts, params, len(train_loader), steps_per_epoch, schedule,
                   run_dir, ckpt_path, state)
-    extra = lambda: {"config": to_dict(cfg), "data": parts.data_info()}  # noqa: E731
+    if init is not None:
+        console.print(f"encoder weights from {init.path} ({init.describe()})")
+    extra = lambda: {"config": to_dict(cfg), "data": parts.data_info(),  # noqa: E731
+                     **method_state(method)}
     ema_method = build_method(cfg, ema.module) if ema is not None else None
     trainer = Trainer(method, optimizer, schedule, train_loader, val_loader, epochs=t.epochs,
                       accum_steps=t.accum_steps, grad_clip=t.grad_clip,
                       log_every=cfg.run.log_every, run_dir=run_dir, is_main=is_main,
                       console=console, metrics=metrics, tb=tb, checkpoint_extra=extra,
                       train_module=train_module, precision=t.precision, scaler=scaler,
-                      ema=ema, ema_method=ema_method, channels_last=t.channels_last)
+                      ema=ema, ema_method=ema_method, channels_last=t.channels_last,
+                      epoch_hooks=_epoch_hooks(cfg, parts, method, run_dir, is_main))
     try:
         if ckpt is not None:
             set_rng_state(ckpt["rng"], env.rank)
@@ -166,7 +192,7 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) ->
         "best_val_acc": state.best_val_acc,
         "best_epoch": state.best_epoch,
         "final_val_acc": final_val.get("acc"),
-        "test_acc": test["acc"],
+        "test_acc": test.get("acc"),  # None for pretraining methods (mae, simclr)
         "test_top5": test.get("top5"),
         "test_loss": test["loss"],
         **({"test_ema_acc": test_ema["acc"]} if test_ema else {}),
@@ -188,9 +214,24 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) ->
         atomic_write_json(run_dir / "summary.json", summary)
     top5 = f"  top-5 {test['top5']:.4f}" if "top5" in test else ""
     ema_txt = f"  EMA {test_ema['acc']:.4f}" if test_ema else ""
-    console.print(f"test accuracy {test['acc']:.4f}{top5}{ema_txt}  (loss {test['loss']:.4f}); "
-                  f"training wall time {state.wall_s:.1f}s; results in {run_dir}")
+    res = (f"test accuracy {test['acc']:.4f}{top5}{ema_txt}  (loss {test['loss']:.4f})"
+           if "acc" in test else f"test loss {test['loss']:.4f}")  # pretraining: no accuracy
+    console.print(f"{res}; training wall time {state.wall_s:.1f}s; results in {run_dir}")
     return summary
+
+
+def _epoch_hooks(cfg: Config, parts: Parts, method: Any, run_dir: Path,
+                 is_main: bool) -> list[Any]:
+    """Called after each epoch's validation: MAE pictures (rank 0), the online kNN monitor."""
+    from trainlab.knn import KnnMonitor
+    from trainlab.report.mae_viz import MaeVisuals
+
+    hooks: list[Any] = []
+    if cfg.method.name == "mae":
+        hooks.append(MaeVisuals(method, parts, run_dir, is_main))
+    if cfg.method.knn_every > 0:
+        hooks.append(KnnMonitor(cfg, parts, method.model))
+    return hooks
 
 
 def _restore(ckpt: dict[str, Any], model: torch.nn.Module, optimizer: Any, path: Path,
@@ -240,11 +281,12 @@ def evaluate_run(path: str | Path, split: str = "test", which: str = "last",
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test (got {split!r}).")
     parts = build_parts(cfg, (ckpt["data"]["mean"], ckpt["data"]["std"]))
-    missing, unexpected = load_state(parts.model, ckpt["model"])
+    method = build_method(cfg, parts.model)  # first: a probe replaces the model's head
+    missing, unexpected = load_state(method.model, ckpt["model"])
     if missing or unexpected:
         raise ConfigError(f"Checkpoint {p} does not match its own config (missing {missing[:5]}, "
                           f"unexpected {unexpected[:5]}).")
-    method = build_method(cfg, parts.model)
+    load_method_state(method, ckpt, p)
     loader = parts.loader(split, cfg.train.eval_batch_size)
     if len(loader.y) == 0:
         raise ConfigError(f"The {split} split of this run is empty (data.val_fraction=0?).")

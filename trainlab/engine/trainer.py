@@ -6,7 +6,7 @@ import dataclasses
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +144,7 @@ class Trainer:
         ema: EMA | None = None,
         ema_method: Method | None = None,
         channels_last: bool = False,
+        epoch_hooks: Sequence[Callable[[int], dict[str, float]]] = (),
     ) -> None:
         self.method, self.optimizer, self.schedule = method, optimizer, schedule
         self.train_module = train_module if train_module is not None else method
@@ -156,6 +157,7 @@ class Trainer:
         self.precision, self.scaler = precision, scaler
         self.ema, self.ema_method = ema, ema_method
         self.channels_last = channels_last
+        self.epoch_hooks = list(epoch_hooks)  # after validation: epoch (1-based) -> metrics
         self.device = next(method.parameters()).device
         self.distributed = dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
@@ -332,6 +334,8 @@ class Trainer:
             if self.ema_method is not None:
                 val.update({f"val_ema_{k}": v
                             for k, v in self.evaluate(self.val_loader, ema=True).items()})
+        for hook in self.epoch_hooks:  # e.g. kNN monitor, MAE pictures; every rank calls them
+            val.update(hook(epoch + 1))
         rec = {"kind": "epoch", "epoch": epoch + 1, "step": state.step, "lr": lr, **train, **val,
                "img_per_s": img_per_s, "wall_s": state.wall_s}
         improved = "val_acc" in val and (state.best_val_acc is None

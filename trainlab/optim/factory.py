@@ -1,4 +1,4 @@
-"""Optimizer factory with weight-decay parameter groups."""
+"""Optimizer factory with weight-decay parameter groups and ViT layer-wise lr decay."""
 
 from __future__ import annotations
 
@@ -7,18 +7,31 @@ from torch import nn
 
 from trainlab.config.schema import OptimConfig
 from trainlab.errors import ConfigError
+from trainlab.models.vit import VisionTransformer
 
 NAMES = ("sgd", "adam", "adamw")
+
+
+def _no_decay_names(model: nn.Module) -> set[str]:
+    """Names listed by `no_weight_decay()` of `model` and of every submodule, as full parameter
+    names ("model.pos_embed" when a method wraps the model)."""
+    skip: set[str] = set()
+    for prefix, m in model.named_modules():
+        fn = getattr(m, "no_weight_decay", None)
+        if callable(fn):
+            skip |= {f"{prefix}.{n}" if prefix else n for n in fn()}
+    return skip
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Split trainable parameters into [decay, no_decay] groups.
 
     Weight decay applies to conv and linear weights only: never to biases, normalization
-    parameters (every parameter with ndim <= 1) or to the names the model lists in
-    `no_weight_decay()` (ViT position embedding, cls token...).
+    parameters (every parameter with ndim <= 1) or to the names the model (or any submodule,
+    e.g. the model inside a method) lists in `no_weight_decay()` (ViT position embedding, cls
+    token...).
     """
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    skip = _no_decay_names(model)
     decay, no_decay = [], []
     decay_names, no_decay_names = [], []
     for name, p in model.named_parameters():
@@ -36,8 +49,62 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def _find_vit(module: nn.Module) -> tuple[str, VisionTransformer] | None:
+    """(name prefix, the VisionTransformer) inside `module` (itself, or a method's model)."""
+    for prefix, m in module.named_modules():
+        if isinstance(m, VisionTransformer):
+            return (f"{prefix}." if prefix else ""), m
+    return None
+
+
+def vit_layer_id(name: str, num_blocks: int) -> int:
+    """Depth of a ViT parameter for layer-wise lr decay: patch_embed, pos_embed and cls_token
+    are layer 0, blocks.i is layer i+1, everything after the blocks (norm, head) is
+    num_blocks + 1. `name` is relative to the ViT."""
+    if name.startswith(("patch_embed.", "pos_embed", "cls_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_blocks + 1
+
+
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """`param_groups` split further by ViT depth, each group with its `lr_scale`.
+
+    lr_scale = layer_decay ** (num_blocks + 1 - layer_id) (see `vit_layer_id`): the head and
+    final norm train at the full lr, block i at layer_decay ** (num_blocks - i), the patch and
+    position embeddings at layer_decay ** (num_blocks + 1). Parameters outside the ViT (a
+    method's own heads) keep lr_scale 1. The trainer sets each group's lr to lr * lr_scale.
+    """
+    found = _find_vit(model)
+    if found is None:
+        raise ConfigError(
+            f"optim.layer_decay={layer_decay} applies to Vision Transformers only (it scales "
+            f"the lr by block depth); this model has no transformer blocks. Use a vit_* model "
+            f"or set optim.layer_decay=1.")
+    prefix, vit = found
+    depth = len(vit.blocks)
+    groups: dict[tuple[int, bool], dict] = {}
+    for base in param_groups(model, weight_decay):
+        for name, p in zip(base["names"], base["params"], strict=True):
+            inside = name.startswith(prefix)
+            layer = vit_layer_id(name[len(prefix):], depth) if inside else depth + 1
+            key = (layer, base["weight_decay"] > 0)
+            g = groups.setdefault(key, {"params": [], "names": [], "weight_decay":
+                                        base["weight_decay"],
+                                        "lr_scale": layer_decay ** (depth + 1 - layer)})
+            g["params"].append(p)
+            g["names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
 def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov), Adam or AdamW over `param_groups(model)`; lr is set per step."""
+    """SGD (momentum, nesterov), Adam or AdamW over `param_groups(model)` (or
+    `layer_decay_groups` when optim.layer_decay < 1); lr is set per step.
+
+    `model` is the module whose parameters train: the method (model plus any head or decoder
+    of its own) in a run.
+    """
     if cfg.name not in NAMES:
         raise ConfigError(
             f"Unknown optimizer optim.name={cfg.name!r}. Valid names: {', '.join(NAMES)}."
@@ -48,7 +115,13 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
         )
     if cfg.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay must be >= 0 (got {cfg.weight_decay}).")
-    groups = param_groups(model, cfg.weight_decay)
+    if not 0 < cfg.layer_decay <= 1:
+        raise ConfigError(f"optim.layer_decay must be in (0, 1], 1 meaning off (got "
+                          f"{cfg.layer_decay}); fine-tuning ViTs often uses 0.65 to 0.75.")
+    if cfg.layer_decay < 1:
+        groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay)
+    else:
+        groups = param_groups(model, cfg.weight_decay)
     for g in groups:
         g.pop("names")
     groups = [g for g in groups if g["params"]]

@@ -175,12 +175,62 @@ def augment_defaults(name: str) -> dict[str, Any]:
     return dict(get_source(name).augment_defaults)
 
 
+class SubsetFiles(ImageFiles):
+    """Some images of a file-backed split: image i is `base.read(indices[i])`. Picklable."""
+
+    def __init__(self, base: ImageFiles, indices: np.ndarray) -> None:
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.shape = (len(self.indices), *base.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, i: int) -> torch.Tensor:
+        return self.base.read(int(self.indices[i]))
+
+
+def labels_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a class-balanced share of `labels` (int [N]).
+
+    Each class c with n_c samples keeps max(1, floor(fraction * n_c + 0.5)) of them, drawn at
+    random with `seed`; the draw is a prefix of one per-class permutation, so with the same
+    seed a smaller fraction picks a subset of a larger one.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 1])  # independent of the val/test carve-out stream
+    keep = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        n = max(1, int(np.floor(fraction * len(members) + 0.5)))
+        keep.append(rng.permutation(members)[:n])
+    return np.sort(np.concatenate(keep)) if keep else np.empty(0, np.int64)
+
+
+def _apply_labels_fraction(data: DataSplits, cfg: DataConfig) -> DataSplits:
+    """Keep `data.labels_fraction` of every class of the training split (val/test untouched)."""
+    f = cfg.labels_fraction
+    if not 0 < f <= 1 or f != f:
+        raise ConfigError(
+            f"data.labels_fraction={f} is out of range: it is the share of each class's training "
+            f"images used and must be in (0, 1], e.g. 0.01 for 1% of the labels (at least one "
+            f"image per class).")
+    if f == 1:
+        return data
+    idx = labels_subset(data.y_train.numpy(), f, cfg.split_seed)
+    x = data.x_train
+    x_sub = x[torch.from_numpy(idx)] if isinstance(x, torch.Tensor) else SubsetFiles(x, idx)
+    return dataclasses.replace(data, x_train=x_sub, y_train=data.y_train[torch.from_numpy(idx)])
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """Load the data set `cfg.name` and split it into train/val/test (see module docstring).
 
     Then apply the conversion at load to every in-memory split: data.image_size (resize to
     N x N) and data.channels (grey <-> RGB), see trainlab.data.convert. File-backed splits
-    (`ImageFiles`) convert as they read, so they pass through unchanged.
+    (`ImageFiles`) convert as they read, so they pass through unchanged. Last, with
+    data.labels_fraction < 1, the training split keeps that share of each class
+    (`labels_subset`, seeded by data.split_seed).
     """
     source = get_source(cfg.name)
     check_fraction(cfg.val_fraction, "data.val_fraction", allow_zero=True)
@@ -191,4 +241,4 @@ def load_data(cfg: DataConfig) -> DataSplits:
         for s in ("train", "val", "test")
         if isinstance(x := getattr(data, f"x_{s}"), torch.Tensor)
     }
-    return dataclasses.replace(data, **converted)
+    return _apply_labels_fraction(dataclasses.replace(data, **converted), cfg)

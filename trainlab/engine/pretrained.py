@@ -1,0 +1,142 @@
+"""Weights from earlier runs: `model.init` (a pretrained encoder) and a method's own state.
+
+`model.init=PATH` (a checkpoint .pt, or a run dir -> its checkpoints/last.pt) loads every
+weight of the freshly built model except its classifier head (`head.*`): the encoder a
+self-supervised run (mae, simclr) or any other run trained. A method's own modules (the MAE
+decoder, the SimCLR projection head) are saved beside the model under the checkpoint's
+"method" entry, so a resume restores them and `model.init` never sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainlab.config.load import config_from_dict
+from trainlab.config.schema import Config
+from trainlab.engine.checkpoint import load_checkpoint
+from trainlab.errors import ConfigError
+
+HEAD = "head."  # the classifier head: never loaded from another run
+SHOW = 5  # keys listed in an error message
+
+
+@dataclass
+class Pretrained:
+    """A checkpoint to initialize from: its path, its run's config and its contents."""
+
+    path: Path
+    cfg: Config
+    ckpt: dict[str, Any]
+
+    def describe(self) -> str:
+        """One line on what the checkpoint holds, e.g. "vit_tiny (dim 32, depth 2, ...)"."""
+        m, c = self.cfg.model, self.cfg
+        if m.name.startswith("vit"):
+            arch = (f"{m.name} (dim {m.dim}, depth {m.depth}, heads {m.heads}, patch_size "
+                    f"{m.patch_size}, image_size {m.image_size})")
+        elif m.name == "cnn":
+            arch = f"cnn (widths {m.widths}, stem_stride {m.stem_stride})"
+        elif m.name == "mlp":
+            arch = f"mlp (hidden {m.hidden})"
+        else:
+            arch = m.name
+        data = self.ckpt.get("data", {})
+        shape = f"{data.get('channels')}x{data.get('height')}x{data.get('width')}"
+        return f"{arch} trained with method {c.method.name} on {c.data.name} {shape} images"
+
+    def stats_for(self, cfg: Config) -> tuple[list[float], list[float]] | None:
+        """The normalization the encoder was trained with, when `cfg` uses the same data set
+        (so a probe on a few labels normalizes exactly as pretraining did); else None."""
+        data = self.ckpt["data"]
+        if cfg.data.name != self.cfg.data.name or cfg.data.channels != self.cfg.data.channels:
+            return None
+        return data["mean"], data["std"]
+
+
+def resolve_checkpoint(path: str, key: str = "model.init") -> Path:
+    """A checkpoint file or run dir -> the .pt path; ConfigError naming `key` if absent."""
+    p = Path(path)
+    if p.is_dir():
+        last = p / "checkpoints" / "last.pt"
+        if last.is_file():
+            return last
+        raise ConfigError(
+            f"{key}={path!r} is a folder without checkpoints/last.pt. Point it at the run "
+            f"folder of a pretraining run that finished at least one epoch, or at a .pt file.")
+    if not p.is_file():
+        raise ConfigError(
+            f"{key}={path!r}: no such checkpoint file or run folder. Give the run folder of a "
+            f"pretraining run (e.g. runs/mae-...) or its checkpoints/last.pt.")
+    return p
+
+
+def load_pretrained(path: str, key: str = "model.init") -> Pretrained:
+    """Read the checkpoint at `path` (file or run dir) with its config."""
+    p = resolve_checkpoint(path, key)
+    ckpt = load_checkpoint(p)
+    if "model" not in ckpt or "config" not in ckpt or "data" not in ckpt:
+        raise ConfigError(f"{key}={path!r}: {p} is not a trainlab checkpoint (no model, config "
+                          f"or data entry inside).")
+    return Pretrained(p, config_from_dict(ckpt["config"], f"checkpoint {p}"), ckpt)
+
+
+def load_encoder(model: nn.Module, pre: Pretrained, model_name: str,
+                 key: str = "model.init") -> list[str]:
+    """Copy every weight of `pre` except `head.*` into `model` (whose head stays as built).
+
+    Every non-head key must exist on both sides with the same shape; otherwise ConfigError
+    listing the first few differences and what the checkpoint holds. Returns the loaded keys.
+    """
+    saved = {k: v for k, v in pre.ckpt["model"].items() if not k.startswith(HEAD)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD)}
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in saved and saved[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        problems = []
+        for label, items in (("missing in the checkpoint", missing),
+                             ("not in this model", unexpected),
+                             ("shape saved vs this model", shapes)):
+            if items:
+                more = f" and {len(items) - SHOW} more" if len(items) > SHOW else ""
+                problems.append(f"{label} ({len(items)}): {', '.join(items[:SHOW])}{more}")
+        raise ConfigError(
+            f"{key}={pre.path} holds {pre.describe()}; its weights do not fit "
+            f"model.name={model_name} as configured now: {'; '.join(problems)}. Use the same "
+            f"model settings as that run (model.name, model.dim, model.depth, model.heads, "
+            f"model.patch_size, model.widths...; see its config.yaml).")
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(saved[k])
+    return list(own)
+
+
+def method_state(method: nn.Module) -> dict[str, Any]:
+    """{"method": state of the method's own modules} (everything outside `method.model`), or
+    {} for methods without any (supervised, probes): merged into each checkpoint."""
+    sd = {k: v for k, v in method.state_dict().items() if not k.startswith("model.")}
+    return {"method": sd} if sd else {}
+
+
+def load_method_state(method: nn.Module, ckpt: dict[str, Any], path: Path) -> None:
+    """Restore `method_state` from `ckpt` (the decoder of an MAE run...) into `method`."""
+    want = method_state(method).get("method", {})
+    if not want:
+        return
+    saved = ckpt.get("method", {})
+    if set(saved) != set(want) or any(saved[k].shape != v.shape for k, v in want.items()):
+        missing = sorted(set(want) - set(saved))[:SHOW]
+        raise ConfigError(
+            f"Checkpoint {path} lacks the state of method {type(method).__name__} as configured "
+            f"now (missing or misshaped: {missing or 'shapes differ'}). Resume with the same "
+            f"method.* settings as the saved run (see its config.yaml).")
+    with torch.no_grad():
+        own = method.state_dict()
+        for k in want:
+            own[k].copy_(saved[k])
