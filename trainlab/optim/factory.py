@@ -132,4 +132,6 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {cfg.betas}.")
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    # fused CUDA kernels when every parameter is on a GPU; PyTorch's foreach path otherwise
+    fused = all(p.is_cuda for g in groups for p in g["params"])
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
