@@ -34,3 +34,20 @@ needs_fashion = pytest.mark.skipif(
     not (FASHION / "train-images-idx3-ubyte.gz").exists(),
     reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist; make test does it)",
 )
+
+
+def stop_after_first_epoch(monkeypatch: pytest.MonkeyPatch):
+    """Make the next run stop right after epoch 1 as if SIGTERM had arrived then (it saves a
+    checkpoint and raises Interrupted). Returns a function that restores normal training."""
+    import signal
+
+    from trainlab.engine import trainer as trainer_mod
+
+    orig = trainer_mod.Trainer._end_epoch
+
+    def end_epoch_then_stop(self, state, *a, **kw):
+        orig(self, state, *a, **kw)
+        self.stop.signum = signal.SIGTERM
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", end_epoch_then_stop)
+    return lambda: monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", orig)

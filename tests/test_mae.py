@@ -4,14 +4,12 @@ decoder, exact resume, and the configs it refuses."""
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import torch
-from conftest import quick
+from conftest import quick, stop_after_first_epoch
 
 from trainlab.config.load import build_config
-from trainlab.engine import trainer as trainer_mod
 from trainlab.engine.run import train
 from trainlab.engine.trainer import Interrupted
 from trainlab.errors import ConfigError
@@ -166,16 +164,10 @@ def test_mae_run_saves_decoder_visuals_and_resumes_exactly(tmp_path, monkeypatch
     assert epochs[1]["train_loss"] < epochs[0]["train_loss"] and "val_loss" in epochs[1]
 
     # stop after epoch 1, resume: model and decoder end exactly as in the straight run
-    orig = trainer_mod.Trainer._end_epoch
-
-    def stop_after_first(self, state, *a, **kw):
-        orig(self, state, *a, **kw)
-        self.stop.signum = signal.SIGTERM
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", stop_after_first)
+    restore = stop_after_first_epoch(monkeypatch)
     with pytest.raises(Interrupted):
         train(build_config(None, quick(tmp_path / "b", *over)))
-    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", orig)
+    restore()
     train(build_config(None, quick(tmp_path / "b", *over, "run.resume=auto")))
     cb = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     for part in ("model", "method"):

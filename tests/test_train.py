@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, quick
+from conftest import ROOT, quick, stop_after_first_epoch
 
 from trainlab.config.load import build_config
-from trainlab.engine import trainer as trainer_mod
 from trainlab.engine.run import evaluate_run, train
 from trainlab.engine.trainer import Interrupted
 
@@ -64,16 +63,10 @@ def test_exact_resume_bit_for_bit(tmp_path, monkeypatch):
     straight = train(build_config(None, quick(tmp_path / "a", *over)))
 
     # stop the second run right after epoch 1 as if it had been killed, then resume
-    orig = trainer_mod.Trainer._end_epoch
-
-    def stop_after_first(self, state, *a, **kw):
-        orig(self, state, *a, **kw)
-        self.stop.signum = signal.SIGTERM
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", stop_after_first)
+    restore = stop_after_first_epoch(monkeypatch)
     with pytest.raises(Interrupted):
         train(build_config(None, quick(tmp_path / "b", *over)))
-    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", orig)
+    restore()
     ck = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     assert ck["state"]["epoch"] == 1 and ck["state"]["batch"] == 0
     resumed = train(build_config(None, quick(tmp_path / "b", *over, "run.resume=auto")))
@@ -150,16 +143,10 @@ def test_resume_auto_without_run_dir_finds_the_unfinished_run(tmp_path, monkeypa
     """Rerunning the same command with run.resume=auto continues the default-named run dir."""
     monkeypatch.chdir(tmp_path)
     over = ["run.progress=false", "run.tensorboard=false", "model.name=mlp", "train.epochs=2"]
-    orig = trainer_mod.Trainer._end_epoch
-
-    def stop_after_first(self, state, *a, **kw):
-        orig(self, state, *a, **kw)
-        self.stop.signum = signal.SIGINT
-
-    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", stop_after_first)
+    restore = stop_after_first_epoch(monkeypatch)
     with pytest.raises(Interrupted):
         train(build_config(None, over))
-    monkeypatch.setattr(trainer_mod.Trainer, "_end_epoch", orig)
+    restore()
     (first,) = list((tmp_path / "runs").glob("default-*"))
     s = train(build_config(None, over + ["run.resume=auto"]))
     assert s["run_dir"] == str(Path("runs") / first.name) and s["epochs"] == 2

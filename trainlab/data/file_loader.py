@@ -26,7 +26,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from trainlab.config.schema import DataConfig
 from trainlab.data.augment import resolve_augment
-from trainlab.data.loader import epoch_generator
+from trainlab.data.loader import BatchesBase, epoch_generator
 from trainlab.data.mix import MixSpec, mix_batch, mix_generator
 from trainlab.data.sources.base import ImageFiles
 from trainlab.errors import ConfigError
@@ -235,7 +235,7 @@ class _EpochBatches:
             yield [(order[p], epoch, p) for p in range(lo, hi)]
 
 
-class FileLoader:
+class FileLoader(BatchesBase):
     """Batches decoded and augmented by DataLoader workers; same interface as `DeviceLoader`.
 
     x: `ImageFiles` or uint8 tensor [N, C, H, W] (kept on the CPU), y: int64 [N]. Yields (images
@@ -284,23 +284,8 @@ class FileLoader:
         self.samples = _Samples(self.x, self.y, transform, pipeline, seed)
         self.batches = _EpochBatches(len(self.y), batch_size, len(self), shuffle, seed, rank,
                                      world_size)
-        c = shape[1]
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        self._set_stats(mean, std, shape[1], self.device)
         self._loader: DataLoader | None = None  # built on first use (workers start then)
-
-    def __len__(self) -> int:
-        """Batches per epoch. Training drops the last partial batch (unless it is the only one)."""
-        n = len(self.y)
-        if n == 0:
-            return 0
-        if self.shuffle:
-            return max(1, n // self.batch_size)
-        return -(-n // self.batch_size)
-
-    def normalize(self, x_u8: Tensor) -> Tensor:
-        """uint8 [B, C, H, W] -> float32 normalized [B, C, H, W]."""
-        return (x_u8.float().div_(255.0) - self.mean) / self.std
 
     def _data_loader(self) -> DataLoader:
         if self._loader is None:

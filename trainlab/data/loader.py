@@ -24,7 +24,34 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1))
 
 
-class DeviceLoader:
+class BatchesBase:
+    """What both loaders share: batch count, normalization on the device."""
+
+    y: Tensor
+    batch_size: int
+    shuffle: bool
+
+    def _set_stats(self, mean: list[float], std: list[float], channels: int,
+                   device: torch.device) -> None:
+        """Per-channel mean/std in [0, 1] pixel units, shaped [1, C, 1, 1] on `device`."""
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, channels, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, channels, 1, 1)
+
+    def __len__(self) -> int:
+        """Batches per epoch. Training drops the last partial batch (unless it is the only one)."""
+        n = len(self.y)
+        if n == 0:
+            return 0
+        if self.shuffle:
+            return max(1, n // self.batch_size)
+        return -(-n // self.batch_size)
+
+    def normalize(self, x_u8: Tensor) -> Tensor:
+        """uint8 [B, C, H, W] -> float32 normalized [B, C, H, W]."""
+        return (x_u8.float().div_(255.0) - self.mean) / self.std
+
+
+class DeviceLoader(BatchesBase):
     """Batches from a data set held on `x.device` as uint8.
 
     x: [N, C, H, W] uint8 (0..255), y: [N] int64. Yields (images [B, C, H, W] float32,
@@ -54,22 +81,7 @@ class DeviceLoader:
         self.augment = augment if augment is not None and augment.enabled else None
         self.seed = seed
         self.rank, self.world_size = rank, world_size
-        c = x.shape[1]
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, c, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, c, 1, 1)
-
-    def __len__(self) -> int:
-        """Batches per epoch. Training drops the last partial batch (unless it is the only one)."""
-        n = len(self.y)
-        if n == 0:
-            return 0
-        if self.shuffle:
-            return max(1, n // self.batch_size)
-        return -(-n // self.batch_size)
-
-    def normalize(self, x_u8: Tensor) -> Tensor:
-        """uint8 [B, C, H, W] -> float32 normalized [B, C, H, W]."""
-        return (x_u8.float().div_(255.0) - self.mean) / self.std
+        self._set_stats(mean, std, x.shape[1], x.device)
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield batches `start`, `start+1`, ... of `epoch` (this rank's share of each batch)."""
