@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainlab.errors import TrainlabError
+from trainlab.errors import ConfigError, TrainlabError
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -92,6 +92,23 @@ def _to_tuples(x: Any) -> Any:
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
+def checkpoint_in(path: str, key: str, no_last: str, missing: str) -> Path:
+    """A checkpoint file, or a run folder (its checkpoints/last.pt), given as config `key`.
+
+    Raises ConfigError "`key`=`path` <no_last>" for a folder without last.pt and
+    "`key`=`path`: <missing>" when nothing exists there.
+    """
+    p = Path(path)
+    if p.is_dir():
+        last = p / "checkpoints" / "last.pt"
+        if last.is_file():
+            return last
+        raise ConfigError(f"{key}={path!r} is a folder without checkpoints/last.pt. {no_last}")
+    if not p.is_file():
+        raise ConfigError(f"{key}={path!r}: no such checkpoint file or run folder. {missing}")
+    return p
+
+
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     """`run.resume` -> checkpoint path: a file, a run dir (its last.pt), or "auto"."""
     if resume is None:
@@ -99,18 +116,9 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     if resume == "auto":
         last = run_dir / "checkpoints" / "last.pt"
         return last if last.is_file() else None
-    p = Path(resume)
-    if p.is_dir():
-        last = p / "checkpoints" / "last.pt"
-        if last.is_file():
-            return last
-        raise TrainlabError(
-            f"run.resume={resume!r} is a folder without checkpoints/last.pt. Point it at a run "
-            f"folder that has trained at least one step, at a .pt file, or use run.resume=auto."
-        )
-    if p.is_file():
-        return p
-    raise TrainlabError(
-        f"run.resume={resume!r}: no such checkpoint file or run folder. Use a path to a .pt "
-        f"file, a run folder, or run.resume=auto to continue the run in run.dir if there is one."
-    )
+    return checkpoint_in(
+        resume, "run.resume",
+        no_last="Point it at a run folder that has trained at least one step, at a .pt file, "
+        "or use run.resume=auto.",
+        missing="Use a path to a .pt file, a run folder, or run.resume=auto to continue the run "
+        "in run.dir if there is one.")

@@ -18,7 +18,7 @@ from torch import nn
 
 from trainlab.config.load import config_from_dict
 from trainlab.config.schema import Config
-from trainlab.engine.checkpoint import load_checkpoint
+from trainlab.engine.checkpoint import checkpoint_in, load_checkpoint
 from trainlab.errors import ConfigError
 
 HEAD = "head."  # the classifier head: never loaded from another run
@@ -60,19 +60,12 @@ class Pretrained:
 
 def resolve_checkpoint(path: str, key: str = "model.init") -> Path:
     """A checkpoint file or run dir -> the .pt path; ConfigError naming `key` if absent."""
-    p = Path(path)
-    if p.is_dir():
-        last = p / "checkpoints" / "last.pt"
-        if last.is_file():
-            return last
-        raise ConfigError(
-            f"{key}={path!r} is a folder without checkpoints/last.pt. Point it at the run "
-            f"folder of a pretraining run that finished at least one epoch, or at a .pt file.")
-    if not p.is_file():
-        raise ConfigError(
-            f"{key}={path!r}: no such checkpoint file or run folder. Give the run folder of a "
-            f"pretraining run (e.g. runs/mae-...) or its checkpoints/last.pt.")
-    return p
+    return checkpoint_in(
+        path, key,
+        no_last="Point it at the run folder of a pretraining run that finished at least one "
+        "epoch, or at a .pt file.",
+        missing="Give the run folder of a pretraining run (e.g. runs/mae-...) or its "
+        "checkpoints/last.pt.")
 
 
 def load_pretrained(path: str, key: str = "model.init") -> Pretrained:

@@ -95,6 +95,12 @@ def evaluate(method: Method, loader, precision: str = "fp32") -> dict[str, float
 
 def reduce_means(sums: dict[str, Tensor], n: int, device: torch.device) -> dict[str, float]:
     """{name: sum over samples} and a sample count -> global means over all ranks."""
+    return reduce_sums(sums, n, device)[0]
+
+
+def reduce_sums(sums: dict[str, Tensor], n: int,
+                device: torch.device) -> tuple[dict[str, float], int]:
+    """Like `reduce_means`, also returning the sample count summed over ranks (one all-reduce)."""
     keys = sorted(sums) if sums else []
     if dist.is_initialized():
         names = all_gather_objects(keys)
@@ -103,7 +109,7 @@ def reduce_means(sums: dict[str, Tensor], n: int, device: torch.device) -> dict[
                        for k in keys] + [torch.tensor(float(n), device=device)])
     all_reduce_sum(vec)
     total = vec[-1].item()
-    return {k: (vec[i] / max(total, 1.0)).item() for i, k in enumerate(keys)}
+    return {k: (vec[i] / max(total, 1.0)).item() for i, k in enumerate(keys)}, int(total)
 
 
 def autocast(device: torch.device, precision: str):
@@ -298,22 +304,18 @@ class Trainer:
                     self._log_window(win_sums, win_n, win_t, epoch, state.step, lr)
                     win_sums, win_n, win_t = {}, 0, time.perf_counter()
             self.console.end_epoch()
-            img_per_s = self._global_count(ep_n) / max(time.perf_counter() - ep_t0, 1e-9)
+            ep_seconds = time.perf_counter() - ep_t0
             state.epoch, state.batch = epoch + 1, 0
             state.wall_s = wall0 + time.perf_counter() - seg_start
-            self._end_epoch(state, epoch, lr, ep_sums, ep_n, img_per_s)
+            self._end_epoch(state, epoch, lr, ep_sums, ep_n, ep_seconds)
             if self._flags(bad)[0]:
                 return self._interrupted(state)
         return state
 
-    def _global_count(self, n: int) -> int:
-        t = torch.tensor(float(n), device=self.device)
-        return int(all_reduce_sum(t).item())
-
     def _log_window(self, sums: dict[str, Tensor], n: int, t0: float, epoch: int, step: int,
                     lr: float) -> None:
-        rec: dict[str, Any] = reduce_means(sums, n, self.device)
-        n_all = self._global_count(n)
+        means, n_all = reduce_sums(sums, n, self.device)
+        rec: dict[str, Any] = dict(means)
         rec.update(kind="train", epoch=epoch, step=step, lr=lr,
                    img_per_s=n_all / max(time.perf_counter() - t0, 1e-9))
         self.metrics.log(rec)
@@ -324,8 +326,10 @@ class Trainer:
         self.console.update(0, post)
 
     def _end_epoch(self, state: TrainState, epoch: int, lr: float,
-                   ep_sums: dict[str, Tensor], ep_n: int, img_per_s: float) -> None:
-        train = {f"train_{k}": v for k, v in reduce_means(ep_sums, ep_n, self.device).items()}
+                   ep_sums: dict[str, Tensor], ep_n: int, ep_seconds: float) -> None:
+        means, n_all = reduce_sums(ep_sums, ep_n, self.device)
+        train = {f"train_{k}": v for k, v in means.items()}
+        img_per_s = n_all / max(ep_seconds, 1e-9)
         if ep_sums and not math.isfinite(train["train_loss"]):
             raise self._diverged(train["train_loss"], state, lr)
         val: dict[str, float] = {}
