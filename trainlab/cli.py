@@ -13,8 +13,9 @@ EPILOG = ("Overrides are key=value pairs on top of the recipe, e.g. optim.lr=3e-
 
 
 def _split_recipe(args: list[str]) -> tuple[str | None, list[str]]:
-    """[RECIPE] key=value... -> (recipe or None, overrides)."""
-    if args and "=" not in args[0]:
+    """[RECIPE] key=value... -> (recipe or None, overrides). A first argument without '=' or
+    ending in .yaml/.yml is the recipe (folder names may contain '=', e.g. sweep points)."""
+    if args and ("=" not in args[0] or args[0].endswith((".yaml", ".yml"))):
         return args[0], args[1:]
     return None, args
 
@@ -166,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--image-size", type=int, default=32)
     m.add_argument("--num-classes", type=int, default=10)
     m.set_defaults(func=cmd_models)
+
+    from trainlab.launch import commands, compare, lr_find
+
+    commands.register(sub)
+    lr_find.register(sub)
+    compare.register(sub)
     return p
 
 

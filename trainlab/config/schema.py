@@ -19,6 +19,7 @@ class RunConfig:
     log_every: int = 50  # optimizer steps between train-metric records
     progress: bool = True  # console progress bar (only drawn when stderr is a terminal)
     tensorboard: bool = True
+    max_requeues: int = 3  # Slurm: times a run requeues itself on USR1/SIGTERM; 0 -> never
     dist_timeout_s: float = 60.0  # a rank that fails or stops responding ends the others
 
 

@@ -51,6 +51,8 @@ def validate(cfg: Config) -> None:
           f"fp16 (got {t.precision!r}).")
     _need(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), 0 meaning off (got "
           f"{t.ema_decay}); 0.999 is a common choice.")
+    _need(cfg.run.max_requeues >= 0, f"run.max_requeues must be 0 or more (got "
+          f"{cfg.run.max_requeues}).")
     _need(cfg.run.dist_timeout_s > 0, f"run.dist_timeout_s must be positive (got "
           f"{cfg.run.dist_timeout_s}).")
     _need(cfg.sched.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0 (got "

@@ -104,6 +104,11 @@ def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
         summary = _train(cfg, recipe_name, env, device)
         clean = True
         return summary
+    except Interrupted as e:  # checkpoint saved; inside a Slurm job: requeue it
+        from trainlab.launch.requeue import requeue_after_interrupt
+
+        requeue_after_interrupt(e, env.is_main, cfg.run.max_requeues)
+        raise
     except BaseException as e:
         if env.distributed and not isinstance(e, (Interrupted, KeyboardInterrupt)):
             report_failure(f"{type(e).__name__}: {e}")

@@ -38,13 +38,18 @@ class TrainState:
 
 
 class Interrupted(TrainlabError):
-    """SIGINT/SIGTERM: a checkpoint was saved; rerun with run.resume=auto to continue."""
+    """SIGINT/SIGTERM/SIGUSR1: a checkpoint was saved; rerun with run.resume=auto to continue."""
+
+    signum: int = signal.SIGTERM
+    checkpoint: Path | None = None
 
 
 class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag checked after each optimizer step (a 2nd Ctrl-C kills)."""
+    """Turns SIGINT/SIGTERM/SIGUSR1 (Slurm's time-limit warning) into a flag checked after each
+    optimizer step (a 2nd Ctrl-C kills)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1")
+                    if hasattr(signal, n))
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -151,6 +156,7 @@ class Trainer:
         ema_method: Method | None = None,
         channels_last: bool = False,
         epoch_hooks: Sequence[Callable[[int], dict[str, float]]] = (),
+        max_steps: int | None = None,
     ) -> None:
         self.method, self.optimizer, self.schedule = method, optimizer, schedule
         self.train_module = train_module if train_module is not None else method
@@ -164,6 +170,7 @@ class Trainer:
         self.ema, self.ema_method = ema, ema_method
         self.channels_last = channels_last
         self.epoch_hooks = list(epoch_hooks)  # after validation: epoch (1-based) -> metrics
+        self.max_steps = max_steps  # stop after this many optimizer steps, mid-epoch (lr-find)
         self.device = next(method.parameters()).device
         self.distributed = dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
@@ -303,6 +310,10 @@ class Trainer:
                 if state.step % self.log_every == 0:
                     self._log_window(win_sums, win_n, win_t, epoch, state.step, lr)
                     win_sums, win_n, win_t = {}, 0, time.perf_counter()
+                if self.max_steps is not None and state.step >= self.max_steps:
+                    self.console.end_epoch()
+                    state.wall_s = wall0 + time.perf_counter() - seg_start
+                    return state
             self.console.end_epoch()
             ep_seconds = time.perf_counter() - ep_t0
             state.epoch, state.batch = epoch + 1, 0
@@ -366,5 +377,7 @@ class Trainer:
             f"{state.epoch + 1}, batch {state.batch}) to {path}. Run the same command with "
             f"run.dir={self.run_dir} run.resume=auto to continue exactly where it stopped."
         )
-        err.exit_code = 128 + int(self.stop.signum or signal.SIGTERM)
+        err.signum = int(self.stop.signum or signal.SIGTERM)
+        err.exit_code = 128 + err.signum
+        err.checkpoint = path
         raise err

@@ -1,0 +1,308 @@
+"""`trainlab compare SWEEP_DIR`: every point of a sweep in one table, a CSV and a plot.
+
+A sweep folder holds `sweep.json` (written by `trainlab sweep`) and one ordinary run folder per
+point. A finished point is read from its `summary.json`; an unfinished one from what its
+`metrics.jsonl` holds so far, so `compare` is useful while the array job still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from trainlab.errors import TrainlabError
+
+FORMAT = "trainlab-sweep/1"
+# metric -> True when higher is better
+METRICS = {"best_val_acc": True, "best_val_loss": False, "final_val_acc": True,
+           "test_acc": True, "test_loss": False, "test_top5": True}
+LABELS = {"best_val_acc": "best val acc", "best_val_loss": "best val loss",
+          "final_val_acc": "final val acc", "test_acc": "test acc", "test_loss": "test loss",
+          "test_top5": "test top-5"}
+STATUS = {"done": "summary.json written", "running": "no summary.json yet (still running, or "
+          "stopped: see its log)", "missing": "no run folder yet (pending, or never started)"}
+CSV_COLUMNS = ["best_val_acc", "best_val_loss", "best_epoch", "final_val_acc", "test_acc",
+               "test_loss", "epochs_done", "epochs_total", "wall_s", "status"]
+
+
+def read_manifest(sweep_dir: Path) -> dict[str, Any]:
+    """The checked contents of `SWEEP_DIR/sweep.json`."""
+    path = sweep_dir / "sweep.json"
+    if not path.is_file():
+        where = "does not exist" if not sweep_dir.exists() else "has no sweep.json"
+        raise TrainlabError(
+            f"'{sweep_dir}' {where}, so it is not a sweep folder. Pass the folder that "
+            f"`trainlab sweep` created (it holds sweep.json and one run folder per point).")
+    try:
+        man = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TrainlabError(f"{path} is not valid JSON ({e}); it is written by `trainlab "
+                            f"sweep`: restore it or rerun the sweep.") from None
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        got = man.get("format") if isinstance(man, dict) else type(man).__name__
+        raise TrainlabError(f"{path} has format {got!r}, expected {FORMAT!r}: it was not "
+                            f"written by this version of `trainlab sweep`.")
+    points = man.get("points")
+    if not isinstance(points, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("dir"), str) for p in points):
+        raise TrainlabError(f"{path}: 'points' must be a list of {{index, dir, overrides}} "
+                            f"entries; the file is damaged, rerun `trainlab sweep`.")
+    return man
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _epochs_total(run_dir: Path) -> int | None:
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return int(cfg["train"]["epochs"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _best(epochs: list[dict[str, Any]], key: str, higher: bool) -> tuple[float | None, int | None]:
+    """(best value of `key` over the epoch records, its epoch); (None, None) when never logged."""
+    vals = [(r[key], r.get("epoch")) for r in epochs if isinstance(r.get(key), (int, float))]
+    if not vals:
+        return None, None
+    return max(vals, key=lambda v: v[0]) if higher else min(vals, key=lambda v: v[0])
+
+
+def point_row(sweep_dir: Path, point: dict[str, Any]) -> dict[str, Any]:
+    """One point's row: its overrides (one key each) and its results so far."""
+    from trainlab.engine.sinks import read_jsonl
+
+    run_dir = sweep_dir / point["dir"]
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    tests = [r for r in records if r.get("kind") == "test"]
+    summary = _read_json(run_dir / "summary.json")
+    last, test = (epochs[-1] if epochs else {}), (tests[-1] if tests else {})
+    acc, acc_epoch = _best(epochs, "val_acc", True)
+    loss, loss_epoch = _best(epochs, "val_loss", False)
+    if summary:
+        res = {k: summary.get(k) for k in ("best_val_acc", "best_epoch", "final_val_acc",
+                                            "test_acc", "test_loss", "test_top5", "wall_s")}
+        res["epochs_done"] = summary.get("epochs")
+    else:  # unfinished: what the epoch records say so far
+        res = {"best_val_acc": acc, "best_epoch": acc_epoch, "final_val_acc": last.get("val_acc"),
+               **{k: test.get(k) for k in ("test_acc", "test_loss", "test_top5")},
+               "wall_s": last.get("wall_s"), "epochs_done": last.get("epoch", 0 if records
+                                                                      else None)}
+    if res["best_val_acc"] is None:  # pretraining (no accuracy): the epoch of the lowest loss
+        res["best_epoch"] = loss_epoch
+    status = "done" if summary else "running" if run_dir.is_dir() else "missing"
+    row: dict[str, Any] = {"index": point.get("index"), "dir": point["dir"],
+                           **(point.get("overrides") or {})}
+    row.update(res, best_val_loss=loss, epochs_total=_epochs_total(run_dir), status=status)
+    return row
+
+
+def _sweep(sweep_dir: Path, metric: str) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """(manifest, rows sorted best first, the metric actually used)."""
+    if metric not in METRICS:
+        raise TrainlabError(f"Unknown metric {metric!r} for compare. Valid metrics: "
+                            f"{', '.join(METRICS)}.")
+    man = read_manifest(sweep_dir)
+    rows = [point_row(sweep_dir, p) for p in man["points"]]
+    if metric == "best_val_acc" and all(r["best_val_acc"] is None for r in rows) and any(
+            r["best_val_loss"] is not None for r in rows):
+        metric = "best_val_loss"  # pretraining (mae, simclr): no accuracy, lowest val loss wins
+    higher = METRICS[metric]
+    for r in rows:
+        r["metric"] = metric
+
+    def key(r: dict[str, Any]) -> tuple[bool, float, int]:
+        v = r[metric]
+        ok = isinstance(v, (int, float)) and math.isfinite(v)
+        return (not ok, (-v if higher else v) if ok else 0.0, r["index"] or 0)
+
+    return man, sorted(rows, key=key), metric
+
+
+def compare_sweep(sweep_dir: Path, metric: str = "best_val_acc") -> list[dict[str, Any]]:
+    """Rows of every point of the sweep in `sweep_dir`, best `metric` first, unfinished or
+    missing points (no value yet) last. Each row: index, dir, one key per override of the
+    point (e.g. "optim.lr"), best_val_acc, best_val_loss, best_epoch, final_val_acc, test_acc,
+    test_loss, test_top5, epochs_done, epochs_total, wall_s (s), status (done | running |
+    missing) and metric: the metric sorted by (best_val_loss when best_val_acc was asked for
+    but the sweep pretrains, mae/simclr, and logs no accuracy)."""
+    return _sweep(Path(sweep_dir), metric)[1]
+
+
+# ---------------------------------------------------------------------------- output
+def _fmt(v: Any, key: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool) or not isinstance(v, float):
+        return json.dumps(v) if isinstance(v, list) else str(v)
+    if key.endswith(("_acc", "_top5")):
+        return f"{v:.4f}"
+    return f"{v:.4g}"
+
+
+def _wall(s: float | None) -> str:
+    if s is None:
+        return "-"
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
+
+
+def format_table(rows: list[dict[str, Any]], varied: list[str], metric: str) -> str:
+    """A plain-text table: rank, point, the varied keys, results and status."""
+    extra = [acc if any(r[acc] is not None for r in rows) else loss  # pretraining: losses
+             for acc, loss in (("best_val_acc", "best_val_loss"), ("test_acc", "test_loss"))]
+    cols = [metric] + [c for c in extra if c != metric]
+    header = ["#", "point", *varied, *(LABELS[c] for c in cols), "best ep", "epochs", "wall",
+              "status"]
+    body = []
+    for rank, r in enumerate(rows, 1):
+        done, total = r["epochs_done"], r["epochs_total"]
+        epochs = "-" if done is None else f"{done}/{total}" if total else str(done)
+        body.append([str(rank), str(r["index"]), *(_fmt(r.get(k)) for k in varied),
+                     *(_fmt(r[c], c) for c in cols), _fmt(r["best_epoch"]), epochs,
+                     _wall(r["wall_s"]), r["status"]])
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+    lines = ["  ".join(x.rjust(w) if i < len(header) - 1 else x
+                       for i, (x, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+             for line in [header, *body]]
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], varied: list[str], path: Path) -> None:
+    """Same rows, machine-readable (lists as JSON, missing values empty)."""
+    from trainlab.engine.checkpoint import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["rank", "index", "dir", *varied, *CSV_COLUMNS])
+    for rank, r in enumerate(rows, 1):
+        vals = [r.get(k) for k in (*varied, *CSV_COLUMNS)]
+        w.writerow([rank, r["index"], r["dir"], *("" if v is None else json.dumps(v)
+                    if isinstance(v, list) else v for v in vals)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _log_axis(key: str, xs: list[Any]) -> bool:
+    if not xs or min(xs) <= 0:
+        return False
+    return key.endswith("lr") or max(xs) / min(xs) >= 100
+
+
+def plot(rows: list[dict[str, Any]], varied: list[str], metric: str, path: Path,
+         title: str) -> None:
+    """`metric` against each varied key, one subplot per key: every run as a dot (hollow:
+    unfinished, value so far) and, per value, the mean over its runs (seeds, other keys) as a
+    line. run.seed gets no subplot of its own when other keys vary: seeds are repeats."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trainlab.engine.checkpoint import atomic_write_bytes
+
+    keys = [k for k in varied if k != "run.seed"] or varied or ["index"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+    have = [r for r in rows if isinstance(r[metric], (int, float))]
+    ys = [r[metric] for r in have]
+    for ax, key in zip(axes[0], keys, strict=True):
+        vals = [r.get(key) for r in have]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals)
+        if numeric:
+            xpos = vals
+        else:  # categorical: one position per value, labelled
+            labels = sorted({_fmt(x) for x in vals})
+            xpos = [labels.index(_fmt(x)) for x in vals]
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        groups: dict[Any, list[float]] = defaultdict(list)
+        for x, y in zip(xpos, ys, strict=True):
+            groups[x].append(y)
+        xs = sorted(groups)
+        several = any(len(v) > 1 for v in groups.values())
+        style = ("-" if numeric else "") + ("D" if several or not numeric else "")
+        ax.plot(xs, [sum(groups[x]) / len(groups[x]) for x in xs], style, ms=5, lw=1.2,
+                color="C1", label="mean" if several else None)
+        for done, label in ((True, "runs"), (False, "unfinished (so far)")):
+            sel = [(x, y) for x, y, r in zip(xpos, ys, have, strict=True)
+                   if (r["status"] == "done") == done]
+            if sel:
+                ax.scatter(*zip(*sel, strict=True), s=22, zorder=3, label=label, color="C0",
+                           facecolors="C0" if done else "none")
+        if numeric and _log_axis(key, xs):
+            ax.set_xscale("log")
+        if not have:
+            ax.text(0.5, 0.5, f"no point has {metric} yet", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set_xlabel(key)
+        ax.set_ylabel(LABELS[metric])
+        ax.grid(alpha=0.3)
+        if several or any(r["status"] != "done" for r in have):
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def cmd(ns: argparse.Namespace) -> int:
+    """Print the table; write compare.csv and compare.png into the sweep folder."""
+    sweep_dir = Path(ns.sweep_dir)
+    if sweep_dir.name == "sweep.json" and sweep_dir.is_file():
+        sweep_dir = sweep_dir.parent
+    if ns.top is not None and ns.top < 1:
+        raise TrainlabError(f"--top must be at least 1 (got {ns.top}); leave it out to list "
+                            f"every point.")
+    man, rows, metric = _sweep(sweep_dir, ns.metric)
+    varied = [k for k in man.get("varied") or [] if any(k in r for r in rows)]
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUS}
+    name = man.get("recipe_name") or "sweep"
+    print(f"sweep {sweep_dir} ({name}): {len(rows)} points, "
+          + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if metric != ns.metric:
+        print(f"no point logs {ns.metric} (pretraining method), so the runs are ranked by the "
+              f"lowest validation loss (best_val_loss)")
+    order = "highest" if METRICS[metric] else "lowest"
+    shown = rows[:ns.top] if ns.top else rows
+    more = f", top {len(shown)} of {len(rows)}" if len(shown) < len(rows) else ""
+    print(f"sorted by {metric} ({order} first{more})\n")
+    print(format_table(shown, varied, metric))
+    notes = [f"{s}: {STATUS[s]}" for s, n in counts.items() if n and s != "done"]
+    if notes:
+        print("\n" + "\n".join(notes))
+    write_csv(rows, varied, sweep_dir / "compare.csv")
+    title = f"{name}: {len(rows)} points ({counts['done']} done), {LABELS[metric]}"
+    plot(rows, varied, metric, sweep_dir / "compare.png", title)
+    print(f"\ntable: {sweep_dir / 'compare.csv'}\nplot:  {sweep_dir / 'compare.png'}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `trainlab compare` to the CLI."""
+    p = sub.add_parser(
+        "compare", help="table, CSV and plot of every point of a sweep",
+        description="Rank the points of a sweep folder (made by `trainlab sweep`) by a metric; "
+        "print a table, write SWEEP_DIR/compare.csv and SWEEP_DIR/compare.png (the metric "
+        "against each varied key). Unfinished points are listed with what they logged so far.")
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder holding sweep.json")
+    p.add_argument("--metric", default="best_val_acc", choices=list(METRICS),
+                   help="rank by this (default: best_val_acc; pretraining sweeps without "
+                   "accuracy fall back to best_val_loss)")
+    p.add_argument("--top", type=int, default=None, metavar="N",
+                   help="print only the N best rows (the CSV and plot keep all)")
+    p.set_defaults(func=cmd)

@@ -1,0 +1,277 @@
+"""`trainlab sweep`: many runs of one recipe, one run folder per point, one Slurm array job.
+
+Points are the product of the --grid values, times --random samples of the --range keys,
+times --seeds. Every point is a full config, validated before anything is submitted. The
+sweep folder holds `sweep.json` (the manifest: recipe, overrides, varied keys, points, job
+ids), `sweep.sbatch` and `logs/`; each point folder holds `job.yaml` and then the usual run
+files. `--local` trains the points here one after another (finished points are skipped when
+the same command runs again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from trainlab.config.load import _closest, _field_types, all_keys, coerce, dump_yaml, parse_override
+from trainlab.config.schema import SECTIONS, Config
+from trainlab.engine.checkpoint import atomic_write_json, atomic_write_text
+from trainlab.errors import ConfigError, TrainlabError
+from trainlab.launch import slurm
+from trainlab.launch.script import SlurmOptions, array_run_lines, render_script
+from trainlab.launch.submit import JOB_CONFIG, job_config, record_submission
+
+MANIFEST = "sweep.json"
+SCRIPT = "sweep.sbatch"
+
+
+@dataclass
+class Point:
+    index: int
+    dir: str  # relative to the sweep folder
+    overrides: dict[str, Any]  # varied key -> typed value
+
+
+@dataclass
+class SweepSpec:
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float, str]] = field(default_factory=dict)  # lo, hi, scale
+    random: int = 0
+    seeds: int = 1
+    sweep_seed: int = 0
+
+
+def _split_values(text: str) -> list[str]:
+    """'1e-3,3e-3' -> ['1e-3', '3e-3']; commas inside [...] stay: '[1,2],[3]' -> 2 values."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [v.strip() for v in out if v.strip()]
+
+
+def _key(key: str, flag: str) -> str:
+    key = key.strip()
+    if key not in all_keys():
+        raise ConfigError(f"{flag} names '{key}', which is not a config key."
+                          f"{_closest(key, all_keys())} Sweep keys are the same keys as "
+                          f"overrides (`trainlab config show` lists them).")
+    return key
+
+
+def parse_spec(grid: list[str], ranges: list[str], n_random: int, seeds: int,
+               sweep_seed: int = 0) -> SweepSpec:
+    """Parse --grid key=v1,v2 / --range key=lo:hi[:log|:int] into a SweepSpec."""
+    spec = SweepSpec(random=n_random, seeds=seeds, sweep_seed=sweep_seed)
+    for g in grid:
+        if "=" not in g:
+            raise ConfigError(f"--grid '{g}' must look like key=v1,v2,... e.g. "
+                              f"--grid optim.lr=1e-3,3e-3.")
+        key, text = g.split("=", 1)
+        key = _key(key, "--grid")
+        section, name = key.split(".")
+        tp = _field_types(SECTIONS[section])[name]
+        values = [coerce(parse_override(f"{key}={v}")[1], tp, key, "--grid")
+                  for v in _split_values(text)]
+        if not values:
+            raise ConfigError(f"--grid {key}= has no values; give them comma-separated.")
+        spec.grid[key] = values
+    for r in ranges:
+        m = re.fullmatch(r"([^=]+)=([^:]+):([^:]+)(?::(log|lin|int))?", r.strip())
+        if not m:
+            raise ConfigError(f"--range '{r}' must look like key=low:high[:log|:lin|:int], "
+                              f"e.g. --range optim.lr=1e-5:1e-2:log.")
+        key = _key(m.group(1), "--range")
+        try:
+            lo, hi = float(m.group(2)), float(m.group(3))
+        except ValueError:
+            raise ConfigError(f"--range {r}: low and high must be numbers.") from None
+        scale = m.group(4) or "lin"
+        if not lo < hi or (scale == "log" and lo <= 0):
+            raise ConfigError(f"--range {r}: need low < high (and low > 0 for :log).")
+        spec.ranges[key] = (lo, hi, scale)
+    overlap = set(spec.grid) & set(spec.ranges)
+    if overlap:
+        raise ConfigError(f"{', '.join(sorted(overlap))} is given to both --grid and --range; "
+                          f"sweep each key one way.")
+    if spec.ranges and spec.random < 1:
+        raise ConfigError("--range needs --random N (how many points to sample).")
+    if spec.random and not spec.ranges:
+        raise ConfigError("--random N needs at least one --range key=low:high[:log].")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1 (got {seeds}).")
+    if seeds > 1 and "run.seed" in {*spec.grid, *spec.ranges}:
+        raise ConfigError("--seeds and a run.seed grid/range both set seeds; use one.")
+    if not spec.grid and not spec.random and seeds == 1:
+        raise ConfigError("Nothing to sweep: give --grid key=v1,v2, --random N with --range, "
+                          "or --seeds K.")
+    return spec
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+def expand(spec: SweepSpec, base_seed: int) -> list[dict[str, Any]]:
+    """Every point as {key: raw value}: grid product x random samples x seeds."""
+    combos = [dict(zip(spec.grid, vals, strict=True))
+              for vals in itertools.product(*spec.grid.values())]
+    if spec.random:
+        rng = random.Random(spec.sweep_seed)
+        samples = []
+        for _ in range(spec.random):
+            s: dict[str, Any] = {}
+            for key, (lo, hi, scale) in spec.ranges.items():
+                if scale == "log":
+                    s[key] = _sig(10 ** rng.uniform(math.log10(lo), math.log10(hi)))
+                elif scale == "int":
+                    s[key] = rng.randint(math.ceil(lo), math.floor(hi))
+                else:
+                    s[key] = _sig(rng.uniform(lo, hi))
+            samples.append(s)
+        combos = [{**c, **s} for c in combos for s in samples]
+    if spec.seeds > 1:
+        combos = [{**c, "run.seed": base_seed + i} for c in combos for i in range(spec.seeds)]
+    return combos
+
+
+def _fmt(v: Any) -> str:
+    text = "-".join(map(str, v)) if isinstance(v, list) else (f"{v:g}" if isinstance(v, float)
+                                                               else str(v))
+    return re.sub(r"[^A-Za-z0-9.+=-]", "-", text)
+
+
+def point_dir(index: int, values: dict[str, Any]) -> str:
+    """'003_optim.lr=0.001_run.seed=1' (index first, so folders sort in sweep order)."""
+    name = "_".join(f"{k}={_fmt(v)}" for k, v in values.items())
+    return f"{index:03d}_{name}"[:120]
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def plan(recipe: str | None, overrides: list[str], spec: SweepSpec,
+         sweep_dir: Path) -> tuple[list[Point], list[Config]]:
+    """Points and their validated configs (run.dir = the point folder). Nothing is written."""
+    from trainlab.config.load import build_config
+
+    base = build_config(recipe, overrides)
+    points, configs = [], []
+    for i, raw in enumerate(expand(spec, base.run.seed)):
+        extra = [_override(k, v) for k, v in raw.items()]
+        probe = build_config(recipe, [*overrides, *extra])
+        typed = {k: getattr(getattr(probe, k.split(".")[0]), k.split(".")[1]) for k in raw}
+        p = Point(i, point_dir(i, typed), typed)
+        try:
+            configs.append(job_config(recipe, [*overrides, *extra], sweep_dir / p.dir))
+        except ConfigError as e:
+            raise ConfigError(f"Sweep point {i} ({', '.join(extra)}): {e}") from None
+        points.append(p)
+    return points, configs
+
+
+def default_dir(recipe: str | None) -> Path:
+    name = Path(recipe).stem if recipe else "default"
+    return Path("sweeps") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def write_sweep(sweep_dir: Path, recipe: str | None, overrides: list[str], spec: SweepSpec,
+                points: list[Point], configs: list[Config], local: bool) -> None:
+    """Point folders with job.yaml, and the manifest."""
+    varied = list(points[0].overrides) if points else []
+    manifest = {
+        "format": "trainlab-sweep/1",
+        "recipe": str(Path(recipe).absolute()) if recipe else None,
+        "recipe_name": Path(recipe).stem if recipe else "default",
+        "overrides": list(overrides), "varied": varied,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "points": [{"index": p.index, "dir": p.dir, "overrides": p.overrides} for p in points],
+        "jobs": [], "local": local,
+    }
+    for p, cfg in zip(points, configs, strict=False):
+        (sweep_dir / p.dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sweep_dir / p.dir / JOB_CONFIG, dump_yaml(cfg))
+    atomic_write_json(sweep_dir / MANIFEST, manifest)
+
+
+def chunks(n: int, max_array_size: int) -> list[tuple[int, int]]:
+    """Index ranges [(first, last), ...] of at most `max_array_size` points each (array
+    indices must stay below MaxArraySize, so each chunk is submitted as 0..len-1 + offset)."""
+    size = max(1, max_array_size)
+    return [(a, min(n, a + size) - 1) for a in range(0, n, size)]
+
+
+def array_spec(n: int, max_parallel: int | None) -> str:
+    return f"0-{n - 1}" + (f"%{max_parallel}" if max_parallel else "")
+
+
+def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name: str,
+                 max_parallel: int | None, dry_run: bool) -> tuple[str, list[dict[str, Any]]]:
+    """Render the array script; unless `dry_run`, sbatch it (split when the cluster's
+    MaxArraySize is smaller than the sweep; the parts then run one after another when
+    --max-parallel is set). Returns (script text, [{job_id, first, last}])."""
+    sweep_dir = sweep_dir.absolute()
+    dirs = [sweep_dir / p.dir for p in points]
+    script = render_script(opts, name=f"trainlab-sweep-{name}", log=str(sweep_dir / "logs" /
+                           "%A_%a"), select_run=array_run_lines(dirs), run_config=JOB_CONFIG,
+                           what=f"trainlab sweep {sweep_dir}: {len(points)} points",
+                           array=array_spec(len(points), max_parallel))
+    if dry_run:
+        return script, []
+    script_path = sweep_dir / SCRIPT
+    (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(script_path, script)
+    os.chmod(script_path, 0o755)
+    parts = chunks(len(points), slurm.max_array_size()) if slurm.have_slurm() else [
+        (0, len(points) - 1)]
+    jobs, prev = [], None
+    for first, last in parts:
+        args = []
+        if len(parts) > 1:
+            args = [f"--array={array_spec(last - first + 1, max_parallel)}",
+                    f"--export=ALL,TRAINLAB_ARRAY_OFFSET={first}"]
+            if max_parallel and prev:
+                args.append(f"--dependency=afterany:{prev}")
+        job = slurm.sbatch(str(script_path), args, script_path=str(script_path))
+        record_submission(sweep_dir / MANIFEST, job, script_path, {"first": first, "last": last})
+        jobs.append({"job_id": job, "first": first, "last": last})
+        prev = job
+    return script, jobs
+
+
+def run_local(sweep_dir: Path, points: list[Point], configs: list[Config]) -> list[str]:
+    """Train the points here, one after another; returns a status per point."""
+    from trainlab.engine.run import train
+
+    status = []
+    for p, cfg in zip(points, configs, strict=False):
+        run_dir = sweep_dir / p.dir
+        if (run_dir / "summary.json").is_file():
+            print(f"[{p.index + 1}/{len(points)}] {p.dir}: already finished, skipped")
+            status.append("done")
+            continue
+        print(f"[{p.index + 1}/{len(points)}] {p.dir}", flush=True)
+        try:
+            train(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume="auto")))
+            status.append("done")
+        except TrainlabError as e:
+            if getattr(e, "exit_code", 2) >= 128:  # interrupted: stop the whole sweep
+                raise
+            print(f"trainlab: error in point {p.index} ({p.dir}): {e}", flush=True)
+            status.append("failed")
+    return status
