@@ -164,3 +164,19 @@ def test_status_of_local_run_from_files(tmp_path):
     line = next(x for x in s.stdout.splitlines() if x.startswith("runs/r1"))
     assert "COMPLETED" in line and "1/1" in line
     assert not math.isnan(float(line.split()[5]))
+
+
+def test_local_sweep_runs_points_then_compares_and_continues(tmp_path):
+    sweep = tmp_path / "s"
+    args = ["sweep", "model.name=mlp", "train.epochs=1", "run.tensorboard=false", "--grid",
+            "optim.lr=1e-3,1e-2", f"--dir={sweep}", "--local"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    assert manifest["local"] and manifest["varied"] == ["optim.lr"]
+    for p in manifest["points"]:
+        assert (sweep / p["dir"] / "summary.json").is_file()
+    assert (sweep / "compare.csv").is_file() and "best val acc" in r.stdout
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already finished, skipped") == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -133,7 +134,10 @@ def test_preemption_requeues_and_resumes_exactly(slurm, tmp_path):
     _wait(lambda: epochs_done(pre) >= 1, 120, lambda: f"first epoch of job {job}: {_tail(pre)}")
     slurm.run("scancel", "--batch", "--signal=USR1", job)  # what --signal=B:USR1@grace sends
     _wait(lambda: "Requeued Slurm job" in _tail(pre), 60, lambda: f"the requeue: {_tail(pre)}")
-    assert "Received SIGUSR1" in _tail(pre)
+    stop = re.search(r"Received SIGUSR1: saved a checkpoint at optimizer step (\d+) \(epoch "
+                     r"(\d+), batch (\d+)\)", _tail(pre))
+    assert stop, _tail(pre)
+    assert int(stop.group(3)) > 0, "the checkpoint should be mid-epoch"
     # Slurm holds a requeued job ~2 min before it may start again; let it start now
     _wait(lambda: "Restarts=1" in slurm.run("scontrol", "show", "job", job).stdout, 30,
           "Restarts=1")

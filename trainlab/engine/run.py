@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +102,7 @@ def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
     device = resolve_device(cfg.run.device, env)
     init_distributed(env, device, cfg.run.dist_timeout_s)
     clean = False
+    usr1 = _ignore_usr1()  # Slurm's time-limit warning only means something during training
     try:
         summary = _train(cfg, recipe_name, env, device)
         clean = True
@@ -117,6 +120,17 @@ def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
         raise
     finally:
         teardown(clean)
+        if usr1 is not None:
+            signal.signal(signal.SIGUSR1, usr1)
+
+
+def _ignore_usr1() -> Any:
+    """Ignore SIGUSR1 outside the training loop (whose StopFlag catches it), so a time-limit
+    warning during setup or the final evaluation does not kill the process; returns the old
+    handler (None when not settable: not the main thread, or no SIGUSR1 on this platform)."""
+    if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) -> dict[str, Any]:
