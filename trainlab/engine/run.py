@@ -6,6 +6,7 @@ import dataclasses
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,33 +134,58 @@ def _ignore_usr1() -> Any:
     return signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
-def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) -> dict[str, Any]:
-    run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
-    ckpt_path = resolve_resume(cfg.run.resume, run_dir)
-    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+@dataclass
+class Assembly:
+    """What a run trains: data and model (`parts`), method, optimizer, train loader."""
+
+    parts: Parts
+    init: Any  # the pretrained encoder loaded from model.init, or None
+    method: Any
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    train_loader: Any
+    steps_per_epoch: int  # optimizer steps per epoch (micro-batches / accum_steps, rounded up)
+
+
+def assemble(cfg: Config, env: DistEnv, device: torch.device,
+             ckpt: dict[str, Any] | None = None) -> Assembly:
+    """Build a run's parts in a fixed order (so seeded weights repeat): data (with the
+    checkpoint's or the pretrained run's normalization), model + pretrained encoder (not when
+    resuming: the checkpoint has every weight), SyncBN/channels_last, method, optimizer,
+    GradScaler, train loader. Shared by training and `lr-find`."""
     init = load_pretrained(cfg.model.init) if cfg.model.init and ckpt is None else None
     seed_everything(cfg.run.seed)
     stats = (ckpt["data"]["mean"], ckpt["data"]["std"]) if ckpt else None
     parts = build_parts(cfg, stats or (init.stats_for(cfg) if init else None), env, device)
-    if init is not None:  # a resumed run gets every weight from its own checkpoint instead
+    if init is not None:
         load_encoder(parts.model, init, cfg.model.name)
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir)))
     t = cfg.train
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = t.tf32
         torch.backends.cudnn.allow_tf32 = t.tf32
-    model = parts.model
     if t.sync_bn and env.distributed:
-        model = parts.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        parts.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(parts.model)
     if t.channels_last:
-        model.to(memory_format=torch.channels_last)
-    method = build_method(cfg, model)
+        parts.model.to(memory_format=torch.channels_last)
+    method = build_method(cfg, parts.model)
     optimizer = build_optimizer(cfg.optim, method)  # the model and the method's own heads
-    ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
     train_loader = train_loader_for(cfg, parts)
+    return Assembly(parts, init, method, optimizer, scaler, train_loader,
+                    -(-len(train_loader) // t.accum_steps))
+
+
+def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device) -> dict[str, Any]:
+    run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
+    ckpt_path = resolve_resume(cfg.run.resume, run_dir)
+    ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    a = assemble(cfg, env, device, ckpt)
+    parts, init, method, optimizer, scaler = a.parts, a.init, a.method, a.optimizer, a.scaler
+    train_loader, steps_per_epoch, model = a.train_loader, a.steps_per_epoch, a.parts.model
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir)))
+    t = cfg.train
+    ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
     val_loader = parts.loader("val", t.eval_batch_size)
-    steps_per_epoch = -(-len(train_loader) // t.accum_steps)
     schedule = build_schedule(cfg.sched, cfg.optim.lr, steps_per_epoch, t.epochs)
     state = TrainState()
     if ckpt is not None:

@@ -147,18 +147,11 @@ def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> di
     from trainlab.config.validate import validate
     from trainlab.dist.env import detect
     from trainlab.engine.checkpoint import atomic_write_text
-    from trainlab.engine.parts import (
-        build_parts,
-        resolve_device,
-        seed_everything,
-        train_loader_for,
-    )
-    from trainlab.engine.pretrained import load_encoder, load_pretrained
+    from trainlab.engine.parts import resolve_device
+    from trainlab.engine.run import assemble
     from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
     from trainlab.engine.trainer import Interrupted, Trainer, TrainState
     from trainlab.errors import TrainingDiverged
-    from trainlab.methods import build_method
-    from trainlab.optim.factory import build_optimizer
 
     check_range(start, end, steps)
     validate(cfg)
@@ -170,19 +163,9 @@ def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> di
             f"(on Slurm: one task, e.g. srun --ntasks=1); the lr it finds is for the global "
             f"batch train.batch_size, so keep that the same for the sweep.")
     device = resolve_device(cfg.run.device, env)
-    init = load_pretrained(cfg.model.init) if cfg.model.init else None
-    seed_everything(cfg.run.seed)
-    parts = build_parts(cfg, init.stats_for(cfg) if init else None, env, device)
-    if init is not None:
-        load_encoder(parts.model, init, cfg.model.name)
-    t = cfg.train
-    if t.channels_last:
-        parts.model.to(memory_format=torch.channels_last)
-    method = build_method(cfg, parts.model)
-    optimizer = build_optimizer(cfg.optim, method)
-    scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
-    loader = train_loader_for(cfg, parts)
-    steps_per_epoch = -(-len(loader) // t.accum_steps)
+    run = assemble(cfg, env, device)
+    method, optimizer, scaler, loader = run.method, run.optimizer, run.scaler, run.train_loader
+    t, steps_per_epoch = cfg.train, run.steps_per_epoch
     # one update more than rows: the loss after the last lr is measured on the next batch
     epochs = -(-(steps + 1) // steps_per_epoch)
     schedule = ExpSchedule(start, end, steps)
