@@ -83,17 +83,18 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         if not ns.local or old != [p.dir for p in points]:
             raise ConfigError(
                 f"{sweep_dir} already holds a sweep. Pick a new --dir, or see it with "
-                f"`trainlab status {sweep_dir}` / `trainlab compare {sweep_dir}`"
-                f"{'' if ns.local else ''}. (Rerunning the same --local sweep continues it.)")
+                f"`trainlab status {sweep_dir}` / `trainlab compare {sweep_dir}`. (Rerunning the "
+                f"same --local sweep continues it.)")
     print(f"sweep {sweep_dir}: {len(points)} points over "
           f"{', '.join(points[0].overrides) if points else '-'}")
     opts = None if ns.local else _options(ns)
+    name = Path(recipe).stem if recipe else "default"
     if ns.dry_run:
         if opts is None:
             raise ConfigError("--dry-run prints the Slurm script; it has no meaning with "
                               "--local.")
-        script, _ = sw.submit_sweep(sweep_dir, points, opts, sw.default_dir(recipe).name,
-                                    ns.max_parallel, dry_run=True)
+        script, _ = sw.submit_sweep(sweep_dir, points, opts, name, ns.max_parallel,
+                                    dry_run=True)
         print(script, end="")
         for p in points:
             print(f"# point {p.index}: {p.dir}", file=sys.stderr)
@@ -106,11 +107,9 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         return 0 if all(s == "done" for s in status) else 1
     from trainlab.launch import slurm
 
-    if not slurm.have_slurm():
-        slurm.sbatch("")  # raises the 'sbatch not found: use --local or --dry-run' message
+    slurm.require("sbatch", "submitting the sweep")
     sw.write_sweep(sweep_dir, recipe, overrides, spec, points, configs, local=False)
-    _, jobs = sw.submit_sweep(sweep_dir, points, opts, Path(recipe).stem if recipe else
-                              "default", ns.max_parallel, dry_run=False)
+    _, jobs = sw.submit_sweep(sweep_dir, points, opts, name, ns.max_parallel, dry_run=False)
     ids = ", ".join(f"{j['job_id']} (points {j['first']}-{j['last']})" for j in jobs)
     print(f"submitted array job{'s' if len(jobs) > 1 else ''} {ids}\n  watch   trainlab "
           f"status {sweep_dir}\n  results trainlab compare {sweep_dir}")

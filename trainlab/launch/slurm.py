@@ -23,20 +23,20 @@ class SlurmError(TrainlabError):
     """A Slurm command is missing or refused the request."""
 
 
-def have_slurm() -> bool:
-    """True when `sbatch` is on PATH (this machine can submit jobs)."""
-    return shutil.which("sbatch") is not None
-
-
-def _run(args: Sequence[str], what: str, hint: str = "") -> str:
-    if shutil.which(args[0]) is None:
+def require(command: str, what: str) -> None:
+    """Raise a SlurmError suggesting --dry-run / --local when `command` is not on PATH."""
+    if shutil.which(command) is None:
         raise SlurmError(
-            f"`{args[0]}` was not found on PATH, so {what} is not possible from this machine "
+            f"`{command}` was not found on PATH, so {what} is not possible from this machine "
             f"(it is not a Slurm login node, or Slurm's client commands are not loaded). Use "
             f"--dry-run to print the batch script without submitting, `trainlab sweep --local` "
             f"to run a sweep's points here one after another, or run this on the cluster's "
             f"login node."
         )
+
+
+def _run(args: Sequence[str], what: str, hint: str = "") -> str:
+    require(args[0], what)
     try:
         p = subprocess.run(list(args), capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:

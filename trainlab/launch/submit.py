@@ -66,8 +66,7 @@ def submit_run(recipe: str | None, overrides: list[str], opts: SlurmOptions,
                            "job_id": None}
     if dry_run:
         return out
-    if not slurm.have_slurm():
-        slurm.sbatch(str(script_path))  # raises the 'sbatch not found' message
+    slurm.require("sbatch", "submitting the job")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / JOB_CONFIG, dump_yaml(cfg))
     atomic_write_text(script_path, script)

@@ -237,8 +237,7 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
     (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(script_path, script)
     os.chmod(script_path, 0o755)
-    parts = chunks(len(points), slurm.max_array_size()) if slurm.have_slurm() else [
-        (0, len(points) - 1)]
+    parts = chunks(len(points), slurm.max_array_size())
     jobs, prev = [], None
     for first, last in parts:
         args = []
