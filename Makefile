@@ -25,7 +25,7 @@ deb-packages:
 # pytest's exit code 5 (no tests collected) must fail, not pass silently.
 test: $(VENV)/.installed-test deb-packages
 	$(PY) -m ruff check trainlab tests benchmarks
-	$(PY) -m pytest -q -ra; rc=$$?; \
+	$(PY) -m pytest -q -ra --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 lint: $(VENV)/.installed-test

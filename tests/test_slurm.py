@@ -138,10 +138,18 @@ def test_preemption_requeues_and_resumes_exactly(slurm, tmp_path):
                      r"(\d+), batch (\d+)\)", _tail(pre))
     assert stop, _tail(pre)
     assert int(stop.group(3)) > 0, "the checkpoint should be mid-epoch"
-    # Slurm holds a requeued job ~2 min before it may start again; let it start now
-    _wait(lambda: "Restarts=1" in slurm.run("scontrol", "show", "job", job).stdout, 30,
-          "Restarts=1")
-    slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+    # Slurm holds a requeued job ~2 min (BeginTime) before it may start again; once it is
+    # pending again, let it start now (repeat: an update while the requeue completes is lost)
+    def released() -> bool:
+        info = slurm.run("scontrol", "-o", "show", "job", job).stdout
+        if "Restarts=1" not in info:
+            return False
+        if "JobState=PENDING" in info:
+            slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+            return False
+        return "JobState=RUNNING" in info or "JobState=COMPLETED" in info
+
+    _wait(released, 60, lambda: slurm.run("scontrol", "show", "job", job).stdout, every=1)
     _wait(lambda: (pre / "summary.json").is_file() and (base / "summary.json").is_file(), 180,
           lambda: f"both runs to finish: {_tail(pre)}")
     log = _tail(pre)
