@@ -119,7 +119,8 @@ def test_sweep_larger_than_max_array_size_is_split(slurm, tmp_path):
 
 
 def test_preemption_requeues_and_resumes_exactly(slurm, tmp_path):
-    args = ["train.epochs=4", "train.batch_size=8", "data.val_fraction=0.05", *QUIET,
+    args = ["train.epochs=4", "train.batch_size=8", "data.val_fraction=0.05", "run.log_every=10",
+            *QUIET,
             "--cpus-per-task=1", "--time=10"]
     base, pre = tmp_path / "base", tmp_path / "pre"
     for d in (base, pre):
@@ -127,29 +128,37 @@ def test_preemption_requeues_and_resumes_exactly(slurm, tmp_path):
         assert r.returncode == 0, r.stderr
     job = _job_id(pre)
 
-    def epochs_done(d: Path) -> int:
+    def mid_epoch_2(d: Path) -> bool:
+        """Training is well inside epoch 2 (train records every 10 steps; 170 steps/epoch)."""
         m = d / "metrics.jsonl"
-        return sum('"kind": "epoch"' in x for x in m.read_text().splitlines()) if m.exists() else 0
+        lines = m.read_text().splitlines() if m.exists() else []
+        steps = [int(x) for x in re.findall(r'"kind": "train".*?"step": (\d+)', "\n".join(lines))]
+        return any(200 <= s <= 280 for s in steps)
 
-    _wait(lambda: epochs_done(pre) >= 1, 120, lambda: f"first epoch of job {job}: {_tail(pre)}")
+    _wait(lambda: mid_epoch_2(pre), 120, lambda: f"epoch 2 of job {job}: {_tail(pre)}",
+          every=0.2)
     slurm.run("scancel", "--batch", "--signal=USR1", job)  # what --signal=B:USR1@grace sends
     _wait(lambda: "Requeued Slurm job" in _tail(pre), 60, lambda: f"the requeue: {_tail(pre)}")
     stop = re.search(r"Received SIGUSR1: saved a checkpoint at optimizer step (\d+) \(epoch "
                      r"(\d+), batch (\d+)\)", _tail(pre))
     assert stop, _tail(pre)
     assert int(stop.group(3)) > 0, "the checkpoint should be mid-epoch"
-    # Slurm holds a requeued job ~2 min (BeginTime) before it may start again; once it is
-    # pending again, let it start now (repeat: an update while the requeue completes is lost)
+    # Slurm holds a requeued job ~2 min (BeginTime) before it may start again. Shorten that,
+    # but only once it is pending again and slurmd has cleaned up the killed instance (an
+    # update during the requeue is lost; a relaunch right away is refused: "already killed")
+    _wait(lambda: "JobState=PENDING" in slurm.run("scontrol", "-o", "show", "job", job).stdout
+          and "Restarts=1" in slurm.run("scontrol", "-o", "show", "job", job).stdout, 30,
+          "the requeued job to be pending")
+    time.sleep(10)
+
     def released() -> bool:
         info = slurm.run("scontrol", "-o", "show", "job", job).stdout
-        if "Restarts=1" not in info:
-            return False
         if "JobState=PENDING" in info:
             slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
             return False
         return "JobState=RUNNING" in info or "JobState=COMPLETED" in info
 
-    _wait(released, 60, lambda: slurm.run("scontrol", "show", "job", job).stdout, every=1)
+    _wait(released, 60, lambda: slurm.run("scontrol", "show", "job", job).stdout, every=2)
     _wait(lambda: (pre / "summary.json").is_file() and (base / "summary.json").is_file(), 180,
           lambda: f"both runs to finish: {_tail(pre)}")
     log = _tail(pre)
