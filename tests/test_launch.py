@@ -180,3 +180,10 @@ def test_local_sweep_runs_points_then_compares_and_continues(tmp_path):
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("already finished, skipped") == 2
+
+
+def test_sweep_into_a_dir_with_a_damaged_manifest_is_refused_clearly(tmp_path):
+    (tmp_path / "sweep.json").write_text("{not json")
+    r = run_cli("sweep", "--grid", "optim.lr=1e-3,1e-2", f"--dir={tmp_path}", "--local")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "sweep.json is not valid JSON" in r.stderr

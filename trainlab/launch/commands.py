@@ -65,9 +65,8 @@ def cmd_submit(ns: argparse.Namespace) -> int:
 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
-    import json
-
     from trainlab.launch import sweep as sw
+    from trainlab.launch.compare import MANIFEST, read_manifest
 
     recipe, overrides = _recipe_and_overrides(ns.args)
     spec = sw.parse_spec(ns.grid or [], ns.range or [], ns.random or 0, ns.seeds,
@@ -77,9 +76,8 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     sweep_dir = Path(ns.dir) if ns.dir else sw.default_dir(recipe)
     sweep_dir = sweep_dir.absolute()
     points, configs = sw.plan(recipe, overrides, spec, sweep_dir)
-    manifest = sweep_dir / sw.MANIFEST
-    if manifest.is_file():
-        old = [p["dir"] for p in json.loads(manifest.read_text()).get("points", [])]
+    if (sweep_dir / MANIFEST).is_file():
+        old = [p["dir"] for p in read_manifest(sweep_dir)["points"]]
         if not ns.local or old != [p.dir for p in points]:
             raise ConfigError(
                 f"{sweep_dir} already holds a sweep. Pick a new --dir, or see it with "

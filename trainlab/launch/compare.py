@@ -18,6 +18,7 @@ from typing import Any
 
 from trainlab.errors import TrainlabError
 
+MANIFEST = "sweep.json"  # written by `trainlab sweep` (launch/sweep.py)
 FORMAT = "trainlab-sweep/1"
 # metric -> True when higher is better
 METRICS = {"best_val_acc": True, "best_val_loss": False, "final_val_acc": True,
@@ -33,7 +34,7 @@ CSV_COLUMNS = ["best_val_acc", "best_val_loss", "best_epoch", "final_val_acc", "
 
 def read_manifest(sweep_dir: Path) -> dict[str, Any]:
     """The checked contents of `SWEEP_DIR/sweep.json`."""
-    path = sweep_dir / "sweep.json"
+    path = sweep_dir / MANIFEST
     if not path.is_file():
         where = "does not exist" if not sweep_dir.exists() else "has no sweep.json"
         raise TrainlabError(
@@ -263,7 +264,7 @@ def plot(rows: list[dict[str, Any]], varied: list[str], metric: str, path: Path,
 def cmd(ns: argparse.Namespace) -> int:
     """Print the table; write compare.csv and compare.png into the sweep folder."""
     sweep_dir = Path(ns.sweep_dir)
-    if sweep_dir.name == "sweep.json" and sweep_dir.is_file():
+    if sweep_dir.name == MANIFEST and sweep_dir.is_file():
         sweep_dir = sweep_dir.parent
     if ns.top is not None and ns.top < 1:
         raise TrainlabError(f"--top must be at least 1 (got {ns.top}); leave it out to list "

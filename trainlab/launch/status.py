@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import TrainlabError
 from trainlab.launch import slurm
+from trainlab.launch.compare import MANIFEST, read_manifest
 
 
 @dataclass
@@ -35,9 +37,9 @@ def _last_job(path: Path) -> dict[str, Any] | None:
 
 
 def _sweep_targets(sweep_dir: Path) -> list[Target]:
-    m = json.loads((sweep_dir / "sweep.json").read_text())
+    m = read_manifest(sweep_dir)
     out = []
-    for p in m.get("points", []):
+    for p in m["points"]:
         job = None
         for j in m.get("jobs", []):  # the latest submission covering this point
             if j.get("first", 0) <= p["index"] <= j.get("last", -1):
@@ -51,14 +53,14 @@ def find_targets(path: Path) -> list[Target]:
     if not path.exists():
         raise TrainlabError(f"{path} does not exist; give a sweep folder, a run folder or a "
                             f"folder holding them (default: the current folder).")
-    if (path / "sweep.json").is_file():
+    if (path / MANIFEST).is_file():
         return _sweep_targets(path)
     if (path / "job.json").is_file() or (path / "metrics.jsonl").is_file():
         job = _last_job(path / "job.json")
         return [Target(path.name, path, job["job_id"] if job else None)]
     out: list[Target] = []
     for d in sorted({*path.glob("*/"), *path.glob("*/*/")}):
-        if (d / "sweep.json").is_file() or (d / "job.json").is_file():
+        if (d / MANIFEST).is_file() or (d / "job.json").is_file():
             rel = d.relative_to(path)
             out += [Target(str(rel) if t.label == d.name else f"{rel}/{t.label}", t.run_dir, t.job)
                     for t in find_targets(d)]
@@ -79,11 +81,7 @@ def progress(run_dir: Path) -> dict[str, Any]:
     if not metrics.is_file():
         return info
     info["updated"] = metrics.stat().st_mtime
-    for line in metrics.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line being written right now
+    for rec in read_jsonl(metrics):  # skips a line being written right now
         info["step"] = max(info["step"], rec.get("step", 0))
         if rec.get("kind") == "epoch":
             info["epoch"] = rec["epoch"]

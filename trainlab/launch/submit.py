@@ -25,9 +25,9 @@ JOB_SCRIPT = "job.sbatch"
 JOB_RECORD = "job.json"
 
 
-def job_config(recipe: str | None, overrides: list[str], run_dir: Path) -> Config:
-    """The validated config of one job, with run.dir pinned to the absolute `run_dir`."""
-    cfg = build_config(recipe, overrides)
+def job_config(cfg: Config, run_dir: Path) -> Config:
+    """`cfg` validated, with run.dir pinned to the absolute `run_dir` (the job resumes by
+    run.resume=auto on its command line; no progress bar in a batch log)."""
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir),
                                                            resume=None, progress=False))
     validate(cfg)
@@ -54,10 +54,10 @@ def submit_run(recipe: str | None, overrides: list[str], opts: SlurmOptions,
     from trainlab.engine.run import resolve_run_dir
 
     name = Path(recipe).stem if recipe else "default"
-    probe = build_config(recipe, overrides)  # raises on bad keys before anything else
+    cfg = build_config(recipe, overrides)  # raises on bad keys before anything else
     run_dir = resolve_run_dir(dataclasses.replace(
-        probe, run=dataclasses.replace(probe.run, resume=None)), name).absolute()
-    cfg = job_config(recipe, overrides, run_dir)
+        cfg, run=dataclasses.replace(cfg.run, resume=None)), name).absolute()
+    cfg = job_config(cfg, run_dir)
     script = render_script(opts, name=f"trainlab-{name}", log=str(run_dir / "slurm-%j"),
                            select_run=single_run_lines(run_dir), run_config=JOB_CONFIG,
                            what=f"trainlab run {run_dir} (recipe {recipe or 'defaults'})")

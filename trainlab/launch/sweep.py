@@ -27,10 +27,10 @@ from trainlab.config.schema import SECTIONS, Config
 from trainlab.engine.checkpoint import atomic_write_json, atomic_write_text
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.launch import slurm
+from trainlab.launch.compare import FORMAT, MANIFEST
 from trainlab.launch.script import SlurmOptions, array_run_lines, render_script
 from trainlab.launch.submit import JOB_CONFIG, job_config, record_submission
 
-MANIFEST = "sweep.json"
 SCRIPT = "sweep.sbatch"
 
 
@@ -174,11 +174,11 @@ def plan(recipe: str | None, overrides: list[str], spec: SweepSpec,
     points, configs = [], []
     for i, raw in enumerate(expand(spec, base.run.seed)):
         extra = [_override(k, v) for k, v in raw.items()]
-        probe = build_config(recipe, [*overrides, *extra])
-        typed = {k: getattr(getattr(probe, k.split(".")[0]), k.split(".")[1]) for k in raw}
+        cfg = build_config(recipe, [*overrides, *extra])
+        typed = {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in raw}
         p = Point(i, point_dir(i, typed), typed)
         try:
-            configs.append(job_config(recipe, [*overrides, *extra], sweep_dir / p.dir))
+            configs.append(job_config(cfg, sweep_dir / p.dir))
         except ConfigError as e:
             raise ConfigError(f"Sweep point {i} ({', '.join(extra)}): {e}") from None
         points.append(p)
@@ -195,7 +195,7 @@ def write_sweep(sweep_dir: Path, recipe: str | None, overrides: list[str], spec:
     """Point folders with job.yaml, and the manifest."""
     varied = list(points[0].overrides) if points else []
     manifest = {
-        "format": "trainlab-sweep/1",
+        "format": FORMAT,
         "recipe": str(Path(recipe).absolute()) if recipe else None,
         "recipe_name": Path(recipe).stem if recipe else "default",
         "overrides": list(overrides), "varied": varied,
