@@ -10,11 +10,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from trainlab.config.schema import ModelConfig, OptimConfig, SchedConfig
+from trainlab.config.schema import Config, ModelConfig, OptimConfig, SchedConfig
 from trainlab.data.augment import AugmentSpec
 from trainlab.data.loader import DeviceLoader
-from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
-from trainlab.engine.trainer import Trainer, TrainState
+from trainlab.engine.assemble import build_trainer
+from trainlab.engine.evaluate import autocast
+from trainlab.engine.sinks import Sinks
+from trainlab.engine.trainer import Optimization, TrainState
 from trainlab.methods.supervised import Supervised
 from trainlab.models import ImageSpec, build_model
 from trainlab.optim.factory import build_optimizer
@@ -49,11 +51,6 @@ def fresh_model(cfg: ModelConfig, spec: ImageSpec, device: torch.device,
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model, build_optimizer(OptimConfig(name="adamw", lr=1e-3), model)
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def time_bare(model, opt, x_u8: torch.Tensor, y: torch.Tensor, batch: int, steps: int,
@@ -91,11 +88,10 @@ def time_trainer(model, opt, x_u8: torch.Tensor, y: torch.Tensor, batch: int, st
                           shuffle=True, augment=aug)
     sched = build_schedule(SchedConfig(warmup_epochs=0), 1e-3, len(loader), 1)
     method = Supervised(model)
-    tr = Trainer(method, opt, sched, loader, None, epochs=1, accum_steps=1, grad_clip=0.0,
-                 log_every=50, run_dir=tmp, is_main=False, console=Console(False, False),
-                 metrics=MetricsFile(tmp, False), tb=TensorBoard(tmp, False, False),
-                 checkpoint_extra=dict, precision=precision, channels_last=channels_last,
-                 train_module=train_module(method) if train_module else None)
+    wrapped = train_module(method) if train_module else None
+    tr = build_trainer(Config(), Optimization(method, opt, sched, train_module=wrapped), loader,
+                       Sinks.quiet(tmp), epochs=1, accum_steps=1, grad_clip=0.0, log_every=50,
+                       precision=precision, channels_last=channels_last)
     sync(x_u8.device)
     t = time.perf_counter()
     tr.fit(TrainState())

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from trainlab.config.load import build_config
-from trainlab.engine.parts import build_parts
+from trainlab.engine.assemble import load_data_and_model
 from trainlab.engine.pretrained import load_encoder, load_pretrained
 
 VIT = ("data.name=fashion-mnist model.name=vit_tiny model.patch_size=4 model.depth=6 "
@@ -31,11 +31,11 @@ VIT = ("data.name=fashion-mnist model.name=vit_tiny model.patch_size=4 model.dep
 
 
 @torch.no_grad()
-def features(parts, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def features(data, model, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features [N, D] (as the probe sees them) and labels [N] of a whole split."""
-    model = parts.model.eval()
+    model = model.eval()
     feats, labels = [], []
-    for x, y in parts.loader(split, 500).epoch(0):
+    for x, y in data.full_loader(split, 500).epoch(0):
         feats.append(model.forward_features(x).float())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)
@@ -67,11 +67,11 @@ def main(out: str) -> None:
         t0 = time.perf_counter()
         cfg = build_config(None, VIT + ([f"model.init={init}"] if init else []))
         pre = load_pretrained(init) if init else None
-        parts = build_parts(cfg, pre.stats_for(cfg) if pre else None)
+        data, model = load_data_and_model(cfg, pre.stats_for(cfg) if pre else None)
         if pre is not None:
-            load_encoder(parts.model, pre, cfg.model.name)
-        xtr, ytr = features(parts, "train")
-        xte, yte = features(parts, "test")
+            load_encoder(model, pre, cfg.model.name)
+        xtr, ytr = features(data, model, "train")
+        xte, yte = features(data, model, "test")
         accs[name] = logistic_regression(xtr, ytr, xte, yte)
         top = torch.linalg.svdvals(xtr - xtr.mean(0))
         print(f"{name}: {len(ytr)} train / {len(yte)} test images, top principal direction "

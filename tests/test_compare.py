@@ -13,7 +13,8 @@ from trainlab import cli
 from trainlab.config.load import build_config
 from trainlab.engine.run import train
 from trainlab.engine.trainer import Interrupted
-from trainlab.launch.compare import _log_axis, compare_sweep
+from trainlab.launch.compare import compare_sweep
+from trainlab.report.plots import _log_axis
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # index -> (optim.lr, run.seed); 0-2 finish, 3 stops after epoch 1 (preempted/running),

@@ -14,9 +14,9 @@ from trainlab.cli import main
 from trainlab.config.load import build_config
 from trainlab.config.schema import DataConfig, OptimConfig
 from trainlab.data.sources import load_data
+from trainlab.engine.knn import knn_predict
 from trainlab.engine.run import evaluate_run, train
 from trainlab.errors import ConfigError
-from trainlab.knn import knn_predict
 from trainlab.methods import build_method
 from trainlab.methods.probe import ProbeHead
 from trainlab.models import ImageSpec, build_model

@@ -15,6 +15,14 @@ class DataError(TrainlabError):
     """Missing or malformed data files."""
 
 
+class Interrupted(TrainlabError):
+    """SIGINT/SIGTERM/SIGUSR1 stopped training: a checkpoint was saved (when the run has a
+    checkpointer); rerun with run.resume=auto to continue. `exit_code` is 128 + the signal."""
+
+    signum: int = 15  # SIGTERM
+    checkpoint: object = None  # pathlib.Path of the checkpoint written, if any
+
+
 class TrainingDiverged(TrainlabError):
     """The loss became NaN or infinite."""
 

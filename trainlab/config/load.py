@@ -212,3 +212,11 @@ _Dumper.add_representer(
 
 def dump_yaml(cfg: Config) -> str:
     return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def merge_overrides(cfg: Config, overrides: list[str] | tuple = (),
+                    source: str = "the command line") -> Config:
+    """`cfg` with `key=value` overrides applied (type-checked like build_config's)."""
+    if not overrides:
+        return cfg
+    return merge(cfg, [(source, dict(parse_override(o) for o in overrides))])

@@ -27,13 +27,14 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from trainlab.files import atomic_write_bytes
 
 CACHE_VERSION = 1
 T = TypeVar("T")
@@ -138,8 +139,8 @@ class CacheEntry:
             return False
         full = {**meta, "shape": list(arr.shape), "dtype": str(arr.dtype)}
         try:
-            _atomic_write(self.folder / f"{name}.npy", lambda f: np.save(f, arr))
-            _atomic_write(self.folder / f"{name}.json",
+            atomic_write_bytes(self.folder / f"{name}.npy", lambda f: np.save(f, arr))
+            atomic_write_bytes(self.folder / f"{name}.json",
                           lambda f: f.write(json.dumps(full).encode()))
         except OSError as e:
             note(f"could not write the decode cache {self.folder / name}.npy ({e.strerror or e}); "
@@ -171,18 +172,7 @@ class CacheEntry:
         """Record which data folder this entry belongs to (used by `prune_siblings`)."""
         if self.usable:
             try:
-                _atomic_write(self.folder / "owner.json",
+                atomic_write_bytes(self.folder / "owner.json",
                               lambda f: f.write(json.dumps({"owner": owner}).encode()))
             except OSError:
                 pass
-
-
-def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
-    """Write `path` via a temp file in the same folder, then rename over it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from trainlab.dist.env import DistEnv
+from trainlab.errors import ConfigError
 
 HEARTBEAT_S = 2.0
 _watchdog: Watchdog | None = None
@@ -38,6 +39,28 @@ def pick_device(env: DistEnv, name: str) -> torch.device:
     if name == "auto":
         return torch.device("cpu")
     return torch.device(name)
+
+
+def resolve_device(name: str, env: DistEnv | None = None) -> torch.device:
+    """`run.device`: auto picks cuda (cuda:LOCAL_RANK when distributed), then mps, then cpu."""
+    env = env or DistEnv()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return pick_device(env, "cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"run.device={name!r} is not a device; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={name!r} but this machine has no usable CUDA GPU; use "
+                          f"run.device=cpu (or auto).") from None
+    if dev.type == "cuda" and dev.index is None:
+        return pick_device(env, "cuda")
+    return dev
 
 
 def init_distributed(env: DistEnv, device: torch.device, timeout_s: float) -> None:

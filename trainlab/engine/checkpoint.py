@@ -2,41 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from trainlab.config.load import config_from_dict
+from trainlab.config.schema import Config
+from trainlab.dist.setup import all_gather_objects
 from trainlab.errors import ConfigError, TrainlabError
+from trainlab.files import atomic_write_bytes
 
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call `write(fileobj)` on a temp file next to `path`, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2) + "\n")
+FORMAT = "trainlab/1"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -122,3 +102,38 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
         "or use run.resume=auto.",
         missing="Use a path to a .pt file, a run folder, or run.resume=auto to continue the run "
         "in run.dir if there is one.")
+
+
+class Checkpointer:
+    """Writes `<run_dir>/checkpoints/<name>` (rank 0 writes; every rank calls `save`, since the
+    RNG states of all ranks are gathered into the file). `extra()` adds what defines the run
+    (config, data identity, the method's own modules) to every checkpoint."""
+
+    def __init__(self, run_dir: Path, is_main: bool,
+                 extra: Callable[[], dict[str, Any]] = dict) -> None:
+        self.run_dir, self.is_main, self.extra = Path(run_dir), is_main, extra
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / "checkpoints" / name
+
+    def save(self, name: str, payload: dict[str, Any]) -> Path:
+        """Write `payload` + format, per-rank RNG states and `extra()`; returns the path."""
+        rngs = all_gather_objects(rng_state())
+        path = self.path(name)
+        if self.is_main:
+            save_checkpoint(path, {"format": FORMAT, **payload, "rng": rngs, **self.extra()})
+        return path
+
+
+def load_run(path: str | Path, which: str = "last") -> tuple[Config, dict[str, Any], Path]:
+    """A checkpoint file or run dir -> (its config, the checkpoint, the checkpoint path)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "checkpoints" / f"{which}.pt"
+        if not p.is_file():
+            raise ConfigError(f"No checkpoint {p}: is '{path}' a trainlab run folder that trained "
+                              f"at least one epoch?")
+    ckpt = load_checkpoint(p)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "data" not in ckpt:
+        raise ConfigError(f"'{p}' is not a trainlab checkpoint (no config/data inside).")
+    return config_from_dict(ckpt["config"], f"checkpoint {p}"), ckpt, p

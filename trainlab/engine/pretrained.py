@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from trainlab.config.load import config_from_dict
 from trainlab.config.schema import Config
 from trainlab.engine.checkpoint import checkpoint_in, load_checkpoint
 from trainlab.errors import ConfigError
+from trainlab.models.state import copy_state, match_state
 
 HEAD = "head."  # the classifier head: never loaded from another run
-SHOW = 5  # keys listed in an error message
 
 
 @dataclass
@@ -87,26 +86,14 @@ def load_encoder(model: nn.Module, pre: Pretrained, model_name: str,
     """
     saved = {k: v for k, v in pre.ckpt["model"].items() if not k.startswith(HEAD)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(HEAD)}
-    missing = [k for k in own if k not in saved]
-    unexpected = [k for k in saved if k not in own]
-    shapes = [f"{k} {tuple(saved[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in saved and saved[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        problems = []
-        for label, items in (("missing in the checkpoint", missing),
-                             ("not in this model", unexpected),
-                             ("shape saved vs this model", shapes)):
-            if items:
-                more = f" and {len(items) - SHOW} more" if len(items) > SHOW else ""
-                problems.append(f"{label} ({len(items)}): {', '.join(items[:SHOW])}{more}")
+    bad = match_state(own, saved)
+    if bad:
         raise ConfigError(
             f"{key}={pre.path} holds {pre.describe()}; its weights do not fit "
-            f"model.name={model_name} as configured now: {'; '.join(problems)}. Use the same "
+            f"model.name={model_name} as configured now: {bad.describe()}. Use the same "
             f"model settings as that run (model.name, model.dim, model.depth, model.heads, "
             f"model.patch_size, model.widths...; see its config.yaml).")
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(saved[k])
+    copy_state(own, saved)
     return list(own)
 
 
@@ -123,13 +110,10 @@ def load_method_state(method: nn.Module, ckpt: dict[str, Any], path: Path) -> No
     if not want:
         return
     saved = ckpt.get("method", {})
-    if set(saved) != set(want) or any(saved[k].shape != v.shape for k, v in want.items()):
-        missing = sorted(set(want) - set(saved))[:SHOW]
+    bad = match_state(want, saved)
+    if bad:
         raise ConfigError(
             f"Checkpoint {path} lacks the state of method {type(method).__name__} as configured "
-            f"now (missing or misshaped: {missing or 'shapes differ'}). Resume with the same "
-            f"method.* settings as the saved run (see its config.yaml).")
-    with torch.no_grad():
-        own = method.state_dict()
-        for k in want:
-            own[k].copy_(saved[k])
+            f"now ({bad.describe(own='this method')}). Resume with the same method.* settings as "
+            f"the saved run (see its config.yaml).")
+    copy_state(want, saved)  # `want` holds the method's own tensors: copied in place

@@ -11,10 +11,11 @@ import io
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainlab.engine.checkpoint import atomic_write_text
+from trainlab.files import atomic_write_text
 
 CSV_COLUMNS = [
     "epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
@@ -133,3 +134,24 @@ class Console:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+@dataclass
+class Sinks:
+    """Where the loop writes: the console, metrics.jsonl/csv and TensorBoard."""
+
+    console: Console
+    metrics: MetricsFile
+    tb: TensorBoard
+
+    @classmethod
+    def for_run(cls, run_dir: Path, is_main: bool, progress: bool, tensorboard: bool,
+                resume_step: int | None = None) -> Sinks:
+        return cls(Console(is_main, progress), MetricsFile(run_dir, is_main, resume_step),
+                   TensorBoard(run_dir, is_main, tensorboard))
+
+    @classmethod
+    def quiet(cls, run_dir: Path) -> Sinks:
+        """Sinks that write nothing (benchmarks)."""
+        return cls(Console(False, False), MetricsFile(run_dir, False),
+                   TensorBoard(run_dir, False, False))

@@ -16,13 +16,17 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from trainlab.dist.setup import all_gather_objects, all_reduce_sum
-from trainlab.engine.checkpoint import rng_state, save_checkpoint
+from trainlab.config.schema import Config
+from trainlab.dist.setup import all_reduce_sum
+from trainlab.engine.checkpoint import Checkpointer
 from trainlab.engine.ema import EMA
-from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
-from trainlab.errors import TrainingDiverged, TrainlabError
+from trainlab.engine.evaluate import autocast, evaluate, reduce_sums
+from trainlab.engine.sinks import Sinks
+from trainlab.errors import Interrupted, TrainingDiverged
 from trainlab.methods.base import Method
 from trainlab.optim.schedule import Schedule
+
+EpochHook = Callable[[int], dict[str, float]]  # after validation: epoch (1-based) -> metrics
 
 
 @dataclass
@@ -35,13 +39,6 @@ class TrainState:
     best_val_acc: float | None = None
     best_epoch: int | None = None
     wall_s: float = 0.0  # training wall time over every segment of the run, seconds
-
-
-class Interrupted(TrainlabError):
-    """SIGINT/SIGTERM/SIGUSR1: a checkpoint was saved; rerun with run.resume=auto to continue."""
-
-    signum: int = signal.SIGTERM
-    checkpoint: Path | None = None
 
 
 class StopFlag:
@@ -73,105 +70,69 @@ class StopFlag:
             signal.signal(s, h)
 
 
-@torch.no_grad()
-def evaluate(method: Method, loader, precision: str = "fp32") -> dict[str, float]:
-    """Mean of each metric of `method.evaluate` over the whole split (weighted by batch size).
+@dataclass
+class Optimization:
+    """What one optimizer step touches.
 
-    With several ranks each evaluates its slice of every batch and the sums are all-reduced,
-    so every sample counts exactly once.
+    `train_module` is what the forward pass calls: the method itself, or the method wrapped in
+    DistributedDataParallel and/or torch.compile; `method.model` (the plain module) is what is
+    checkpointed and evaluated. `ema_method` wraps the EMA weights for evaluation.
     """
-    was_training = method.training
-    method.eval()
-    device = next(method.parameters()).device
-    sums: dict[str, Tensor] = {}
-    n = 0
-    for batch in loader.epoch(0):
-        b = len(batch[1])
-        if b == 0:  # a rank's slice of a short last batch can be empty
-            continue
-        with autocast(device, precision):
-            out = method.evaluate(batch)
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0) + v.detach().float() * b
-        n += b
-    method.train(was_training)
-    return reduce_means(sums, n, device)
+
+    method: Method
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule  # lr(optimizer step)
+    scaler: torch.amp.GradScaler | None = None
+    train_module: nn.Module | None = None
+    ema: EMA | None = None
+    ema_method: Method | None = None
 
 
-def reduce_means(sums: dict[str, Tensor], n: int, device: torch.device) -> dict[str, float]:
-    """{name: sum over samples} and a sample count -> global means over all ranks."""
-    return reduce_sums(sums, n, device)[0]
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop runs: length, accumulation, clipping, precision, logging cadence."""
 
+    epochs: int
+    accum_steps: int = 1  # micro-batches per optimizer step
+    grad_clip: float = 0.0  # max global grad norm; 0 -> off
+    log_every: int = 50  # optimizer steps per train record
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    channels_last: bool = False
+    max_steps: int | None = None  # stop after this many optimizer steps, mid-epoch (lr-find)
 
-def reduce_sums(sums: dict[str, Tensor], n: int,
-                device: torch.device) -> tuple[dict[str, float], int]:
-    """Like `reduce_means`, also returning the sample count summed over ranks (one all-reduce)."""
-    keys = sorted(sums) if sums else []
-    if dist.is_initialized():
-        names = all_gather_objects(keys)
-        keys = sorted({k for ks in names for k in ks})  # type: ignore[union-attr]
-    vec = torch.stack([torch.as_tensor(sums.get(k, 0.0), dtype=torch.float32, device=device)
-                       for k in keys] + [torch.tensor(float(n), device=device)])
-    all_reduce_sum(vec)
-    total = vec[-1].item()
-    return {k: (vec[i] / max(total, 1.0)).item() for i, k in enumerate(keys)}, int(total)
-
-
-def autocast(device: torch.device, precision: str):
-    """Autocast context for `train.precision` (fp32 = disabled)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+    @classmethod
+    def from_config(cls, cfg: Config, **changes: Any) -> LoopSettings:
+        t = cfg.train
+        base = cls(epochs=t.epochs, accum_steps=t.accum_steps, grad_clip=t.grad_clip,
+                   log_every=cfg.run.log_every, precision=t.precision,
+                   channels_last=t.channels_last)
+        return dataclasses.replace(base, **changes)
 
 
 class Trainer:
-    """Runs `method` over `train_loader` for `epochs`, evaluating on `val_loader` each epoch.
-
-    `train_module` is what the forward pass calls: the method itself, or the method wrapped
-    in DistributedDataParallel and/or torch.compile. `method.model` (the plain module) is
-    what is checkpointed and evaluated.
+    """Runs `opt.method` over `train_loader` for `loop.epochs`, evaluating on `val_loader`
+    after each epoch and calling `hooks`; writes through `sinks`. With a `checkpointer` it
+    saves last.pt/best.pt after every epoch and on a stop signal; without one (lr-find,
+    benchmarks) nothing is written but the sinks' records.
     """
 
-    def __init__(
-        self,
-        method: Method,
-        optimizer: torch.optim.Optimizer,
-        schedule: Schedule,
-        train_loader: Any,
-        val_loader: Any | None,
-        *,
-        epochs: int,
-        accum_steps: int,
-        grad_clip: float,
-        log_every: int,
-        run_dir: Path,
-        is_main: bool,
-        console: Console,
-        metrics: MetricsFile,
-        tb: TensorBoard,
-        checkpoint_extra: Callable[[], dict[str, Any]],
-        train_module: nn.Module | None = None,
-        precision: str = "fp32",
-        scaler: torch.amp.GradScaler | None = None,
-        ema: EMA | None = None,
-        ema_method: Method | None = None,
-        channels_last: bool = False,
-        epoch_hooks: Sequence[Callable[[int], dict[str, float]]] = (),
-        max_steps: int | None = None,
-    ) -> None:
-        self.method, self.optimizer, self.schedule = method, optimizer, schedule
-        self.train_module = train_module if train_module is not None else method
+    def __init__(self, opt: Optimization, loop: LoopSettings, train_loader: Any,
+                 val_loader: Any | None, sinks: Sinks, checkpointer: Checkpointer | None = None,
+                 hooks: Sequence[EpochHook] = ()) -> None:
+        self.opt, self.loop = opt, loop
+        self.method, self.optimizer, self.schedule = opt.method, opt.optimizer, opt.schedule
+        self.train_module = opt.train_module if opt.train_module is not None else opt.method
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.epochs, self.accum, self.grad_clip = epochs, accum_steps, grad_clip
-        self.log_every = max(1, log_every)
-        self.run_dir, self.is_main = run_dir, is_main
-        self.console, self.metrics, self.tb = console, metrics, tb
-        self.checkpoint_extra = checkpoint_extra
-        self.precision, self.scaler = precision, scaler
-        self.ema, self.ema_method = ema, ema_method
-        self.channels_last = channels_last
-        self.epoch_hooks = list(epoch_hooks)  # after validation: epoch (1-based) -> metrics
-        self.max_steps = max_steps  # stop after this many optimizer steps, mid-epoch (lr-find)
-        self.device = next(method.parameters()).device
+        self.epochs, self.accum, self.grad_clip = loop.epochs, loop.accum_steps, loop.grad_clip
+        self.log_every = max(1, loop.log_every)
+        self.sinks, self.checkpointer = sinks, checkpointer
+        self.console, self.metrics, self.tb = sinks.console, sinks.metrics, sinks.tb
+        self.precision, self.scaler = loop.precision, opt.scaler
+        self.ema, self.ema_method = opt.ema, opt.ema_method
+        self.channels_last = loop.channels_last
+        self.epoch_hooks = list(hooks)
+        self.max_steps = loop.max_steps
+        self.device = next(opt.method.parameters()).device
         self.distributed = dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         # stop/NaN flags are read (and agreed on by all ranks) every `sync_every` steps:
@@ -184,25 +145,21 @@ class Trainer:
         return math.ceil(len(self.train_loader) / self.accum)
 
     # ---------------------------------------------------------------- checkpoints
-    def save(self, name: str, state: TrainState) -> Path:
-        """Checkpoint (rank 0 writes; every rank must call it: RNG states are gathered)."""
-        path = self.run_dir / "checkpoints" / name
-        rngs = all_gather_objects(rng_state())
-        if self.is_main:
-            payload = {
-                "format": "trainlab/1",
-                "model": self.method.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "state": dataclasses.asdict(state),
-                "rng": rngs,  # one entry per rank
-                **self.checkpoint_extra(),
-            }
-            if self.scaler is not None:
-                payload["scaler"] = self.scaler.state_dict()
-            if self.ema is not None:
-                payload["ema"] = self.ema.state_dict()
-            save_checkpoint(path, payload)
-        return path
+    def save(self, name: str, state: TrainState) -> Path | None:
+        """Checkpoint through the checkpointer (every rank must call it: RNG states are
+        gathered); None when this trainer has no checkpointer."""
+        if self.checkpointer is None:
+            return None
+        payload = {
+            "model": self.method.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "state": dataclasses.asdict(state),
+        }
+        if self.scaler is not None:
+            payload["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            payload["ema"] = self.ema.state_dict()
+        return self.checkpointer.save(name, payload)
 
     def evaluate(self, loader: Any, ema: bool = False) -> dict[str, float]:
         method = self.ema_method if ema else self.method
@@ -219,12 +176,16 @@ class Trainer:
     def _diverged(self, loss: float | str, state: TrainState, lr: float) -> TrainingDiverged:
         return TrainingDiverged(
             f"The training loss became {loss} at optimizer step {state.step} (epoch "
-            f"{state.epoch + 1}, lr {lr:.3g}); the run stopped. The last good checkpoint, if "
-            f"any, is {self.run_dir / 'checkpoints' / 'last.pt'}. Usually the learning rate is "
-            f"too high for this model and batch size: try a smaller optim.lr (e.g. "
-            f"optim.lr={lr / 3:.2g}), a longer warmup (sched.warmup_epochs), or gradient "
+            f"{state.epoch + 1}, lr {lr:.3g}); the run stopped.{self._last_good()} Usually the "
+            f"learning rate is too high for this model and batch size: try a smaller optim.lr "
+            f"(e.g. optim.lr={lr / 3:.2g}), a longer warmup (sched.warmup_epochs), or gradient "
             f"clipping (train.grad_clip=1.0)."
         )
+
+    def _last_good(self) -> str:
+        if self.checkpointer is None:
+            return ""
+        return f" The last good checkpoint, if any, is {self.checkpointer.path('last.pt')}."
 
     def _flags(self, bad: Tensor) -> tuple[bool, bool]:
         """(stop requested on any rank, non-finite loss on any rank) — agreed by all ranks."""
@@ -372,11 +333,15 @@ class Trainer:
         path = self.save("last.pt", state)
         name = (signal.Signals(self.stop.signum).name if self.stop.signum is not None
                 else "a stop signal on another rank")
-        err = Interrupted(
-            f"Received {name}: saved a checkpoint at optimizer step {state.step} (epoch "
-            f"{state.epoch + 1}, batch {state.batch}) to {path}. Run the same command with "
-            f"run.dir={self.run_dir} run.resume=auto to continue exactly where it stopped."
-        )
+        where = f"optimizer step {state.step} (epoch {state.epoch + 1}, batch {state.batch})"
+        if path is None:
+            err = Interrupted(f"Received {name}: stopped at {where}; nothing was saved.")
+        else:
+            run_dir = path.parent.parent
+            err = Interrupted(
+                f"Received {name}: saved a checkpoint at {where} to {path}. Run the same "
+                f"command with run.dir={run_dir} run.resume=auto to continue exactly where it "
+                f"stopped.")
         err.signum = int(self.stop.signum or signal.SIGTERM)
         err.exit_code = 128 + err.signum
         err.checkpoint = path

@@ -7,16 +7,20 @@ point. A finished point is read from its `summary.json`; an unfinished one from 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import TrainlabError
+from trainlab.files import atomic_write_text
+from trainlab.report.figures import fmt_value
+from trainlab.report.plots import sweep_plot
 
 MANIFEST = "sweep.json"  # written by `trainlab sweep` (launch/sweep.py)
 FORMAT = "trainlab-sweep/1"
@@ -66,8 +70,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _epochs_total(run_dir: Path) -> int | None:
-    import yaml
-
     try:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         return int(cfg["train"]["epochs"])
@@ -85,8 +87,6 @@ def _best(epochs: list[dict[str, Any]], key: str, higher: bool) -> tuple[float |
 
 def point_row(sweep_dir: Path, point: dict[str, Any]) -> dict[str, Any]:
     """One point's row: its overrides (one key each) and its results so far."""
-    from trainlab.engine.sinks import read_jsonl
-
     run_dir = sweep_dir / point["dir"]
     records = read_jsonl(run_dir / "metrics.jsonl")
     epochs = [r for r in records if r.get("kind") == "epoch"]
@@ -146,16 +146,6 @@ def compare_sweep(sweep_dir: Path, metric: str = "best_val_acc") -> list[dict[st
 
 
 # ---------------------------------------------------------------------------- output
-def _fmt(v: Any, key: str = "") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool) or not isinstance(v, float):
-        return json.dumps(v) if isinstance(v, list) else str(v)
-    if key.endswith(("_acc", "_top5")):
-        return f"{v:.4f}"
-    return f"{v:.4g}"
-
-
 def _wall(s: float | None) -> str:
     if s is None:
         return "-"
@@ -175,8 +165,8 @@ def format_table(rows: list[dict[str, Any]], varied: list[str], metric: str) -> 
     for rank, r in enumerate(rows, 1):
         done, total = r["epochs_done"], r["epochs_total"]
         epochs = "-" if done is None else f"{done}/{total}" if total else str(done)
-        body.append([str(rank), str(r["index"]), *(_fmt(r.get(k)) for k in varied),
-                     *(_fmt(r[c], c) for c in cols), _fmt(r["best_epoch"]), epochs,
+        body.append([str(rank), str(r["index"]), *(fmt_value(r.get(k)) for k in varied),
+                     *(fmt_value(r[c], c) for c in cols), fmt_value(r["best_epoch"]), epochs,
                      _wall(r["wall_s"]), r["status"]])
     widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
     lines = ["  ".join(x.rjust(w) if i < len(header) - 1 else x
@@ -187,8 +177,6 @@ def format_table(rows: list[dict[str, Any]], varied: list[str], metric: str) -> 
 
 def write_csv(rows: list[dict[str, Any]], varied: list[str], path: Path) -> None:
     """Same rows, machine-readable (lists as JSON, missing values empty)."""
-    from trainlab.engine.checkpoint import atomic_write_text
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["rank", "index", "dir", *varied, *CSV_COLUMNS])
@@ -199,87 +187,26 @@ def write_csv(rows: list[dict[str, Any]], varied: list[str], path: Path) -> None
     atomic_write_text(path, buf.getvalue())
 
 
-def _log_axis(key: str, xs: list[Any]) -> bool:
-    if not xs or min(xs) <= 0:
-        return False
-    return key.endswith("lr") or max(xs) / min(xs) >= 100
-
-
-def plot(rows: list[dict[str, Any]], varied: list[str], metric: str, path: Path,
-         title: str) -> None:
-    """`metric` against each varied key, one subplot per key: every run as a dot (hollow:
-    unfinished, value so far) and, per value, the mean over its runs (seeds, other keys) as a
-    line. run.seed gets no subplot of its own when other keys vary: seeds are repeats."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from trainlab.engine.checkpoint import atomic_write_bytes
-
-    keys = [k for k in varied if k != "run.seed"] or varied or ["index"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
-    have = [r for r in rows if isinstance(r[metric], (int, float))]
-    ys = [r[metric] for r in have]
-    for ax, key in zip(axes[0], keys, strict=True):
-        vals = [r.get(key) for r in have]
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals)
-        if numeric:
-            xpos = vals
-        else:  # categorical: one position per value, labelled
-            labels = sorted({_fmt(x) for x in vals})
-            xpos = [labels.index(_fmt(x)) for x in vals]
-            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
-            ax.set_xlim(-0.5, len(labels) - 0.5)
-        groups: dict[Any, list[float]] = defaultdict(list)
-        for x, y in zip(xpos, ys, strict=True):
-            groups[x].append(y)
-        xs = sorted(groups)
-        several = any(len(v) > 1 for v in groups.values())
-        style = ("-" if numeric else "") + ("D" if several or not numeric else "")
-        ax.plot(xs, [sum(groups[x]) / len(groups[x]) for x in xs], style, ms=5, lw=1.2,
-                color="C1", label="mean" if several else None)
-        for done, label in ((True, "runs"), (False, "unfinished (so far)")):
-            sel = [(x, y) for x, y, r in zip(xpos, ys, have, strict=True)
-                   if (r["status"] == "done") == done]
-            if sel:
-                ax.scatter(*zip(*sel, strict=True), s=22, zorder=3, label=label, color="C0",
-                           facecolors="C0" if done else "none")
-        if numeric and _log_axis(key, xs):
-            ax.set_xscale("log")
-        if not have:
-            ax.text(0.5, 0.5, f"no point has {metric} yet", ha="center", va="center",
-                    transform=ax.transAxes)
-        ax.set_xlabel(key)
-        ax.set_ylabel(LABELS[metric])
-        ax.grid(alpha=0.3)
-        if several or any(r["status"] != "done" for r in have):
-            ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-
-
-def cmd(ns: argparse.Namespace) -> int:
-    """Print the table; write compare.csv and compare.png into the sweep folder."""
-    sweep_dir = Path(ns.sweep_dir)
+def compare_command(sweep_dir: Path, metric_asked: str = "best_val_acc",
+                    top: int | None = None) -> None:
+    """`trainlab compare`: print the table; write compare.csv and compare.png into the sweep
+    folder."""
     if sweep_dir.name == MANIFEST and sweep_dir.is_file():
         sweep_dir = sweep_dir.parent
-    if ns.top is not None and ns.top < 1:
-        raise TrainlabError(f"--top must be at least 1 (got {ns.top}); leave it out to list "
+    if top is not None and top < 1:
+        raise TrainlabError(f"--top must be at least 1 (got {top}); leave it out to list "
                             f"every point.")
-    man, rows, metric = _sweep(sweep_dir, ns.metric)
+    man, rows, metric = _sweep(sweep_dir, metric_asked)
     varied = [k for k in man.get("varied") or [] if any(k in r for r in rows)]
     counts = {s: sum(r["status"] == s for r in rows) for s in STATUS}
     name = man.get("recipe_name") or "sweep"
     print(f"sweep {sweep_dir} ({name}): {len(rows)} points, "
           + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    if metric != ns.metric:
-        print(f"no point logs {ns.metric} (pretraining method), so the runs are ranked by the "
+    if metric != metric_asked:
+        print(f"no point logs {metric_asked} (pretraining method), so the runs are ranked by the "
               f"lowest validation loss (best_val_loss)")
     order = "highest" if METRICS[metric] else "lowest"
-    shown = rows[:ns.top] if ns.top else rows
+    shown = rows[:top] if top else rows
     more = f", top {len(shown)} of {len(rows)}" if len(shown) < len(rows) else ""
     print(f"sorted by {metric} ({order} first{more})\n")
     print(format_table(shown, varied, metric))
@@ -288,22 +215,5 @@ def cmd(ns: argparse.Namespace) -> int:
         print("\n" + "\n".join(notes))
     write_csv(rows, varied, sweep_dir / "compare.csv")
     title = f"{name}: {len(rows)} points ({counts['done']} done), {LABELS[metric]}"
-    plot(rows, varied, metric, sweep_dir / "compare.png", title)
+    sweep_plot(rows, varied, metric, LABELS[metric], sweep_dir / "compare.png", title)
     print(f"\ntable: {sweep_dir / 'compare.csv'}\nplot:  {sweep_dir / 'compare.png'}")
-    return 0
-
-
-def register(sub: Any) -> None:
-    """Add `trainlab compare` to the CLI."""
-    p = sub.add_parser(
-        "compare", help="table, CSV and plot of every point of a sweep",
-        description="Rank the points of a sweep folder (made by `trainlab sweep`) by a metric; "
-        "print a table, write SWEEP_DIR/compare.csv and SWEEP_DIR/compare.png (the metric "
-        "against each varied key). Unfinished points are listed with what they logged so far.")
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder holding sweep.json")
-    p.add_argument("--metric", default="best_val_acc", choices=list(METRICS),
-                   help="rank by this (default: best_val_acc; pretraining sweeps without "
-                   "accuracy fall back to best_val_loss)")
-    p.add_argument("--top", type=int, default=None, metavar="N",
-                   help="print only the N best rows (the CSV and plot keep all)")
-    p.set_defaults(func=cmd)

@@ -16,18 +16,28 @@ that the update at that lr changed. Hence the Trainer runs max_steps = steps + 1
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
 import math
 import shlex
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from trainlab.errors import TrainlabError
+import numpy as np
+
+from trainlab.config.load import build_config, dump_yaml
+from trainlab.config.schema import Config
+from trainlab.dist.env import detect
+from trainlab.dist.setup import resolve_device
+from trainlab.engine.assemble import assemble, build_trainer
+from trainlab.engine.checks import check_config
+from trainlab.engine.sinks import Console, MetricsFile, Sinks, TensorBoard, read_jsonl
+from trainlab.engine.trainer import TrainState
+from trainlab.errors import Interrupted, TrainingDiverged, TrainlabError
+from trainlab.files import atomic_write_json, atomic_write_text, recipe_name, timestamped_dir
+from trainlab.report.plots import lr_find_plot
 
 BETA = 0.98  # smoothing of the loss: weight of the past
 DIVERGE_FACTOR = 4.0  # stop when the smoothed loss exceeds this many times its minimum
@@ -85,7 +95,6 @@ def suggest(lrs: list[float], smoothed: list[float],
     The steepest point is searched among the points below the minimum, after the first
     `skip_start` (default: 5% of the points; the first averages are over few batches and
     noisy). None when the loss never fell (the minimum is among the first points)."""
-    import numpy as np
 
     s = np.asarray(smoothed, dtype=float)
     x = np.log10(np.asarray(lrs, dtype=float))
@@ -117,8 +126,6 @@ def sweep_command(recipe: str | None, overrides: list[str], lr: float) -> tuple[
 
 def _read_points(out: Path) -> tuple[list[float], list[float]]:
     """(lrs, losses) from the Trainer's per-step train records, paired as described above."""
-    from trainlab.engine.sinks import read_jsonl
-
     recs = sorted((r for r in read_jsonl(out / "metrics.jsonl") if r.get("kind") == "train"),
                   key=lambda r: r["step"])
     lrs, losses = [], []
@@ -137,24 +144,12 @@ def check_range(start: float, end: float, steps: int) -> None:
             f"{end:g} --steps {steps}); for example --start 1e-7 --end 10 --steps 200.")
 
 
-def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> dict[str, Any]:
+def run_lr_find(cfg: Config, start: float, end: float, steps: int, out: Path) -> dict[str, Any]:
     """Train `steps` optimizer steps with lr growing from `start` to `end` (the Trainer, one
-    process) and write lr_find.csv / .png / .json into `out`; returns what lr_find.json holds
-    (without the sweep command, which needs the command line)."""
-    import torch
-
-    from trainlab.config.load import dump_yaml
-    from trainlab.config.validate import validate
-    from trainlab.dist.env import detect
-    from trainlab.engine.checkpoint import atomic_write_text
-    from trainlab.engine.parts import resolve_device
-    from trainlab.engine.run import assemble
-    from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
-    from trainlab.engine.trainer import Interrupted, Trainer, TrainState
-    from trainlab.errors import TrainingDiverged
-
+    process, no checkpoints) and write lr_find.csv / .png into `out`; returns what
+    lr_find.json holds (without the sweep command, which needs the command line)."""
     check_range(start, end, steps)
-    validate(cfg)
+    check_config(cfg)
     env = detect()
     if env.distributed:
         raise TrainlabError(
@@ -164,11 +159,9 @@ def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> di
             f"batch train.batch_size, so keep that the same for the sweep.")
     device = resolve_device(cfg.run.device, env)
     run = assemble(cfg, env, device)
-    method, optimizer, scaler, loader = run.method, run.optimizer, run.scaler, run.train_loader
     t, steps_per_epoch = cfg.train, run.steps_per_epoch
     # one update more than rows: the loss after the last lr is measured on the next batch
     epochs = -(-(steps + 1) // steps_per_epoch)
-    schedule = ExpSchedule(start, end, steps)
     out.mkdir(parents=True, exist_ok=True)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(out)))
     atomic_write_text(out / "config.yaml", dump_yaml(cfg))
@@ -178,14 +171,10 @@ def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> di
         f"batch {t.batch_size * t.accum_steps}; lr {start:g} -> {end:g} over {steps} steps "
         f"({epochs} epoch{'s' * (epochs > 1)} of {steps_per_epoch} steps); device {device}; "
         f"out {out}")
-    train_module = torch.compile(method) if t.compile else method
-    trainer = Trainer(method, optimizer, schedule, loader, None, epochs=epochs,
-                      accum_steps=t.accum_steps, grad_clip=t.grad_clip, log_every=1,
-                      run_dir=out, is_main=True, console=console,
-                      metrics=MetricsFile(out, True), tb=TensorBoard(out, True, False),
-                      checkpoint_extra=dict, train_module=train_module,
-                      precision=t.precision, scaler=scaler, channels_last=t.channels_last,
-                      max_steps=steps + 1)
+    sinks = Sinks(console, MetricsFile(out, True), TensorBoard(out, True, False))
+    opt = dataclasses.replace(run.opt, schedule=ExpSchedule(start, end, steps))
+    trainer = build_trainer(cfg, opt, run.train_loader, sinks, epochs=epochs, log_every=1,
+                            max_steps=steps + 1)  # no checkpointer: nothing is saved
     ended = "completed"
     try:
         trainer.fit(TrainState())
@@ -193,17 +182,11 @@ def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> di
         ended = "loss became nan/inf"  # expected at high lr: the records so far are the result
     except Interrupted:
         ended = "interrupted"
-    finally:  # weights trained at absurd lrs: nothing to resume or evaluate
-        import shutil
-
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return analyse(out, start, end, steps, ended)
 
 
 def analyse(out: Path, start: float, end: float, steps: int, ended: str) -> dict[str, Any]:
     """Smooth, cut and suggest from `out/metrics.jsonl`; write lr_find.csv and lr_find.png."""
-    from trainlab.engine.checkpoint import atomic_write_text
-
     lrs, losses = _read_points(out)
     smoothed = smooth(losses)
     n = stop_index(smoothed)
@@ -227,68 +210,22 @@ def analyse(out: Path, start: float, end: float, steps: int, ended: str) -> dict
     res = {"suggested_lr": suggested, "min_loss_lr": min_lr, "min_loss_lr_div10": min_lr / 10,
            "min_smoothed_loss": min(smoothed), "start": start, "end": end, "steps": steps,
            "steps_used": n, "last_lr": lrs[-1], "ended": ended, "beta": BETA}
-    plot(lrs, losses, smoothed, suggested, min_lr, out / "lr_find.png")
+    lr_find_plot(lrs, losses, smoothed, suggested, min_lr, out / "lr_find.png", BETA)
     return res
 
 
-def plot(lrs: list[float], losses: list[float], smoothed: list[float], suggested: float | None,
-         min_lr: float, path: Path) -> None:
-    """Smoothed (and raw, faint) loss against lr on a log axis; suggestion and minimum marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from trainlab.engine.checkpoint import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(lrs, losses, color="0.75", lw=0.8, label="loss per step")
-    ax.plot(lrs, smoothed, color="C0", lw=1.8, label=f"smoothed (beta {BETA})")
-    i_min = lrs.index(min_lr)
-    ax.plot([min_lr], [smoothed[i_min]], "o", color="C3", label=f"minimum, lr {min_lr:.2g}")
-    if suggested is not None:
-        i = lrs.index(suggested)
-        ax.axvline(suggested, color="C2", ls="--", lw=1)
-        ax.plot([suggested], [smoothed[i]], "o", color="C2",
-                label=f"steepest descent, lr {suggested:.2g} (suggested)")
-    lo = min(smoothed[i_min], *losses[:i_min + 1])
-    hi = max(smoothed[:i_min + 1])  # the blow-up after the minimum is cut off
-    span = max(hi - lo, 1e-3 * abs(lo) + 1e-9)
-    ax.set_ylim(lo - 0.1 * span, hi + 0.6 * span)
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.set_title("lr range test")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)
-
-
-def _default_out(recipe_name: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, i = Path("runs") / f"lr-find-{recipe_name}-{stamp}", 1
-    while path.exists():
-        path, i = Path("runs") / f"lr-find-{recipe_name}-{stamp}-{i}", i + 1
-    return path
-
-
-def cmd(ns: argparse.Namespace) -> int:
-    """Run the range test, write its files, print the suggestion and a sweep command."""
-    from trainlab.cli import _recipe_name, _split_recipe
-    from trainlab.config.load import build_config
-    from trainlab.engine.checkpoint import atomic_write_json
-
-    check_range(ns.start, ns.end, ns.steps)
-    recipe, overrides = _split_recipe(ns.args)
+def lr_find_command(recipe: str | None, overrides: list[str], start: float, end: float,
+                    steps: int, out: str | None) -> None:
+    """`trainlab lr-find`: run the range test, write its files, print the suggestion and a
+    sweep command around it."""
+    check_range(start, end, steps)
     cfg = build_config(recipe, overrides)
-    out = Path(ns.out or cfg.run.dir or _default_out(_recipe_name(recipe)))
-    res = run_lr_find(cfg, ns.start, ns.end, ns.steps, out)
+    where = Path(out or cfg.run.dir or timestamped_dir("runs", f"lr-find-{recipe_name(recipe)}"))
+    res = run_lr_find(cfg, start, end, steps, where)
     lr = res["suggested_lr"]
     grid, command = sweep_command(recipe, overrides, lr) if lr else (None, None)
-    atomic_write_json(out / "lr_find.json", {**res, "grid": grid and [float(g) for g in grid],
-                                              "sweep_command": command})
+    atomic_write_json(where / "lr_find.json", {**res, "grid": grid and [float(g) for g in grid],
+                                                "sweep_command": command})
     print(f"\n{res['steps_used']} of {res['steps']} steps used (lr {res['start']:g} -> "
           f"{res['last_lr']:.3g}; {res['ended']})")
     print(f"lowest smoothed loss {res['min_smoothed_loss']:.4f} at lr {res['min_loss_lr']:.2g}"
@@ -300,25 +237,5 @@ def cmd(ns: argparse.Namespace) -> int:
     else:
         print(f"suggested lr {lr:.2g}  (steepest descent of the smoothed loss)")
         print(f"\nsweep around it:\n  {command}")
-    print(f"\nplot {out / 'lr_find.png'}; data {out / 'lr_find.csv'}, {out / 'lr_find.json'}")
-    return 0
-
-
-def register(sub: Any) -> None:
-    """Add `trainlab lr-find` to the CLI."""
-    p = sub.add_parser(
-        "lr-find", help="learning-rate range test: loss vs exponentially growing lr",
-        description="Train with an lr growing exponentially from --start to --end over --steps "
-        "optimizer steps (same data, model, method, optimizer and batch as `trainlab train` "
-        "with these arguments); write the loss per lr (csv, png, json) and suggest an lr and "
-        "a `trainlab sweep` command around it.",
-        epilog="Overrides are key=value pairs on top of the recipe, e.g. model.name=vit_tiny "
-        "train.batch_size=256. The schedule keys (sched.*) and optim.lr are not used.")
-    p.add_argument("args", nargs="*", metavar="[RECIPE] [key=value]")
-    p.add_argument("--start", type=float, default=1e-7, help="first lr (default: 1e-7)")
-    p.add_argument("--end", type=float, default=10.0, help="last lr (default: 10)")
-    p.add_argument("--steps", type=int, default=200,
-                   help="optimizer steps, one lr each (default: 200)")
-    p.add_argument("--out", help="output folder (default: run.dir if given, else "
-                   "runs/lr-find-<recipe>-<timestamp>)")
-    p.set_defaults(func=cmd)
+    print(f"\nplot {where / 'lr_find.png'}; data {where / 'lr_find.csv'}, "
+          f"{where / 'lr_find.json'}")

@@ -16,7 +16,8 @@ from typing import Any
 from trainlab.config.load import build_config, dump_yaml
 from trainlab.config.schema import Config
 from trainlab.config.validate import validate
-from trainlab.engine.checkpoint import atomic_write_json, atomic_write_text
+from trainlab.engine.run import resolve_run_dir
+from trainlab.files import atomic_write_json, atomic_write_text, recipe_name
 from trainlab.launch import slurm
 from trainlab.launch.script import SlurmOptions, render_script, single_run_lines
 
@@ -51,9 +52,7 @@ def submit_run(recipe: str | None, overrides: list[str], opts: SlurmOptions,
 
     Returns {'run_dir', 'script' (text), 'script_path', 'job_id' (None on a dry run)}.
     """
-    from trainlab.engine.run import resolve_run_dir
-
-    name = Path(recipe).stem if recipe else "default"
+    name = recipe_name(recipe)
     cfg = build_config(recipe, overrides)  # raises on bad keys before anything else
     run_dir = resolve_run_dir(dataclasses.replace(
         cfg, run=dataclasses.replace(cfg.run, resume=None)), name).absolute()

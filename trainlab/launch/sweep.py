@@ -22,12 +22,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from trainlab.config.load import _closest, _field_types, all_keys, coerce, dump_yaml, parse_override
+from trainlab.config.load import (
+    _closest,
+    _field_types,
+    all_keys,
+    build_config,
+    coerce,
+    dump_yaml,
+    parse_override,
+)
 from trainlab.config.schema import SECTIONS, Config
-from trainlab.engine.checkpoint import atomic_write_json, atomic_write_text
 from trainlab.errors import ConfigError, TrainlabError
+from trainlab.files import atomic_write_json, atomic_write_text, recipe_name, timestamped_dir
 from trainlab.launch import slurm
 from trainlab.launch.compare import FORMAT, MANIFEST
+from trainlab.launch.job import train_job
 from trainlab.launch.script import SlurmOptions, array_run_lines, render_script
 from trainlab.launch.submit import JOB_CONFIG, job_config, record_submission
 
@@ -168,8 +177,6 @@ def _override(key: str, value: Any) -> str:
 def plan(recipe: str | None, overrides: list[str], spec: SweepSpec,
          sweep_dir: Path) -> tuple[list[Point], list[Config]]:
     """Points and their validated configs (run.dir = the point folder). Nothing is written."""
-    from trainlab.config.load import build_config
-
     base = build_config(recipe, overrides)
     points, configs = [], []
     for i, raw in enumerate(expand(spec, base.run.seed)):
@@ -186,8 +193,7 @@ def plan(recipe: str | None, overrides: list[str], spec: SweepSpec,
 
 
 def default_dir(recipe: str | None) -> Path:
-    name = Path(recipe).stem if recipe else "default"
-    return Path("sweeps") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return timestamped_dir("sweeps", recipe_name(recipe))
 
 
 def write_sweep(sweep_dir: Path, recipe: str | None, overrides: list[str], spec: SweepSpec,
@@ -255,8 +261,6 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
 
 def run_local(sweep_dir: Path, points: list[Point], configs: list[Config]) -> list[str]:
     """Train the points here, one after another; returns a status per point."""
-    from trainlab.engine.run import train
-
     status = []
     for p, cfg in zip(points, configs, strict=False):
         run_dir = sweep_dir / p.dir
@@ -266,7 +270,7 @@ def run_local(sweep_dir: Path, points: list[Point], configs: list[Config]) -> li
             continue
         print(f"[{p.index + 1}/{len(points)}] {p.dir}", flush=True)
         try:
-            train(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume="auto")))
+            train_job(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume="auto")))
             status.append("done")
         except TrainlabError as e:
             if getattr(e, "exit_code", 2) >= 128:  # interrupted: stop the whole sweep

@@ -115,6 +115,20 @@ class VisionTransformer(nn.Module):
         """x: [B, C, H, W] -> logits [B, num_classes]."""
         return self.head(self.drop(self.forward_features(x)))
 
+    def num_layers(self) -> int:
+        """Layer id of the head for layer-wise lr decay: blocks + 1."""
+        return len(self.blocks) + 1
+
+    def layer_id(self, name: str) -> int:
+        """Depth of parameter `name` (relative to this ViT) for layer-wise lr decay:
+        patch_embed, pos_embed and cls_token are 0, blocks.i is i+1, everything after the
+        blocks (norm, head) is num_layers()."""
+        if name.startswith(("patch_embed.", "pos_embed", "cls_token")):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return self.num_layers()
+
     def no_weight_decay(self) -> set[str]:
         """The learned tokens: no weight decay on `pos_embed` and `cls_token`."""
         return {"pos_embed", "cls_token"}

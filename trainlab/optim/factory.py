@@ -7,7 +7,6 @@ from torch import nn
 
 from trainlab.config.schema import OptimConfig
 from trainlab.errors import ConfigError
-from trainlab.models.vit import VisionTransformer
 
 NAMES = ("sgd", "adam", "adamw")
 
@@ -49,50 +48,42 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def _find_vit(module: nn.Module) -> tuple[str, VisionTransformer] | None:
-    """(name prefix, the VisionTransformer) inside `module` (itself, or a method's model)."""
+def _find_layered(module: nn.Module) -> tuple[str, nn.Module] | None:
+    """(name prefix, the first submodule that numbers its layers) inside `module` (itself, or
+    a method's model). Such a model (the ViT) has `num_layers()` and `layer_id(name)`: the
+    depth of each of its parameters for layer-wise lr decay, 0 for the embeddings up to
+    num_layers() for the head."""
     for prefix, m in module.named_modules():
-        if isinstance(m, VisionTransformer):
+        if callable(getattr(m, "layer_id", None)) and callable(getattr(m, "num_layers", None)):
             return (f"{prefix}." if prefix else ""), m
     return None
-
-
-def vit_layer_id(name: str, num_blocks: int) -> int:
-    """Depth of a ViT parameter for layer-wise lr decay: patch_embed, pos_embed and cls_token
-    are layer 0, blocks.i is layer i+1, everything after the blocks (norm, head) is
-    num_blocks + 1. `name` is relative to the ViT."""
-    if name.startswith(("patch_embed.", "pos_embed", "cls_token")):
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return num_blocks + 1
 
 
 def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
     """`param_groups` split further by ViT depth, each group with its `lr_scale`.
 
-    lr_scale = layer_decay ** (num_blocks + 1 - layer_id) (see `vit_layer_id`): the head and
+    lr_scale = layer_decay ** (num_blocks + 1 - layer_id) (see the ViT's `layer_id`): the head and
     final norm train at the full lr, block i at layer_decay ** (num_blocks - i), the patch and
     position embeddings at layer_decay ** (num_blocks + 1). Parameters outside the ViT (a
     method's own heads) keep lr_scale 1. The trainer sets each group's lr to lr * lr_scale.
     """
-    found = _find_vit(model)
+    found = _find_layered(model)
     if found is None:
         raise ConfigError(
             f"optim.layer_decay={layer_decay} applies to Vision Transformers only (it scales "
             f"the lr by block depth); this model has no transformer blocks. Use a vit_* model "
             f"or set optim.layer_decay=1.")
-    prefix, vit = found
-    depth = len(vit.blocks)
+    prefix, layered = found
+    top = layered.num_layers()  # the head's layer id: num_blocks + 1
     groups: dict[tuple[int, bool], dict] = {}
     for base in param_groups(model, weight_decay):
         for name, p in zip(base["names"], base["params"], strict=True):
             inside = name.startswith(prefix)
-            layer = vit_layer_id(name[len(prefix):], depth) if inside else depth + 1
+            layer = layered.layer_id(name[len(prefix):]) if inside else top
             key = (layer, base["weight_decay"] > 0)
             g = groups.setdefault(key, {"params": [], "names": [], "weight_decay":
                                         base["weight_decay"],
-                                        "lr_scale": layer_decay ** (depth + 1 - layer)})
+                                        "lr_scale": layer_decay ** (top - layer)})
             g["params"].append(p)
             g["names"].append(name)
     return [groups[k] for k in sorted(groups)]

@@ -13,29 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainlab.config.load import merge_overrides
 from trainlab.config.schema import Config
+from trainlab.data.pipeline import DataBundle
+from trainlab.engine.assemble import load_data_and_model
+from trainlab.engine.evaluate import extract_features
+from trainlab.engine.pretrained import load_encoder, load_pretrained
 from trainlab.errors import ConfigError
 
 CHUNK = 1024  # queries per similarity block: [CHUNK, N_bank] floats at a time
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, loader: Any) -> tuple[Tensor, Tensor]:
-    """Features of every image of `loader` (one pass, eval mode, no augmentation).
-
-    Returns (L2-normalized features float32 [N, F], labels int64 [N]) on the model's device.
-    """
-    was_training = model.training
-    model.eval()
-    feats, labels = [], []
-    for x, y in loader.epoch(0):
-        feats.append(F.normalize(model.forward_features(x).float(), dim=1))
-        labels.append(y)
-    model.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
 
 
 def knn_predict(queries: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int,
@@ -81,14 +69,14 @@ class KnnMonitor:
     collective runs inside and all ranks log the same value; it draws no random numbers.
     """
 
-    def __init__(self, cfg: Config, parts: Any, model: nn.Module) -> None:
+    def __init__(self, cfg: Config, data: DataBundle, model: nn.Module) -> None:
         m = cfg.method
         check_knn(m.knn_k, m.knn_temperature)
         self.every, self.k, self.temperature = m.knn_every, m.knn_k, m.knn_temperature
-        self.model, self.num_classes = model, parts.spec.num_classes
+        self.model, self.num_classes = model, data.num_classes
         bs = cfg.train.eval_batch_size
-        self.bank = _full_loader(parts, "train", bs)
-        self.queries = _full_loader(parts, "val", bs)
+        self.bank = data.full_loader("train", bs)
+        self.queries = data.full_loader("val", bs)
 
     def __call__(self, epoch: int) -> dict[str, float]:
         """epoch: 1-based number of the epoch just finished."""
@@ -98,35 +86,19 @@ class KnnMonitor:
                                         self.k, self.temperature)}
 
 
-def _full_loader(parts: Any, split: str, batch_size: int) -> Any:
-    """All of `split` in order, unaugmented, on this process alone (not split across ranks)."""
-    from trainlab.engine.parts import make_loader
-
-    x, y = getattr(parts.data, f"x_{split}"), getattr(parts.data, f"y_{split}")
-    return make_loader(x, y, batch_size, parts.mean, parts.std, parts.data_cfg, parts.device,
-                       file_backed=parts.file_backed(split))
-
-
 def knn_eval(path: str | Path, k: int | None = None,
              overrides: list[str] | tuple = ()) -> dict[str, Any]:
     """`trainlab knn`: kNN accuracy of a saved run's encoder on its test split, with its train
     split as memory bank (normalized with the stats saved in the checkpoint)."""
-    from trainlab.config.load import merge, parse_override
-    from trainlab.engine.parts import build_parts
-    from trainlab.engine.pretrained import load_encoder, load_pretrained
-
     pre = load_pretrained(str(path), key="RUN_OR_CHECKPOINT")
-    cfg = pre.cfg
-    if overrides:
-        cfg = merge(cfg, [("the command line", dict(parse_override(o) for o in overrides))])
+    cfg = merge_overrides(pre.cfg, overrides)
     k = cfg.method.knn_k if k is None else k
     check_knn(k, cfg.method.knn_temperature, key="--k")
-    parts = build_parts(cfg, (pre.ckpt["data"]["mean"], pre.ckpt["data"]["std"]))
-    load_encoder(parts.model, pre, cfg.model.name, key="RUN_OR_CHECKPOINT")
+    data, model = load_data_and_model(cfg, (pre.ckpt["data"]["mean"], pre.ckpt["data"]["std"]))
+    load_encoder(model, pre, cfg.model.name, key="RUN_OR_CHECKPOINT")
     bs = cfg.train.eval_batch_size
-    bank, test = _full_loader(parts, "train", bs), _full_loader(parts, "test", bs)
-    acc = knn_accuracy(parts.model, bank, test, parts.spec.num_classes, k,
-                       cfg.method.knn_temperature)
+    bank, test = data.full_loader("train", bs), data.full_loader("test", bs)
+    acc = knn_accuracy(model, bank, test, data.num_classes, k, cfg.method.knn_temperature)
     return {"checkpoint": str(pre.path), "knn_acc": acc, "k": k,
             "temperature": cfg.method.knn_temperature, "n_test": len(test.y),
             "n_bank": len(bank.y)}

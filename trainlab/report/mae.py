@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainlab.data.inspect import _save_grid
+from trainlab.data.pipeline import DataBundle
+from trainlab.report.figures import save_grid
 
 COLUMNS = ["original", "masked", "prediction", "pred. + visible"]
 N_IMAGES = 6
@@ -53,23 +54,19 @@ def write_mae_grid(method: Any, imgs: Tensor, mean: list[float], std: list[float
     finally:
         method.train(was_training)
     rows = [[col[i] for col in cols] for i in range(imgs.shape[0])]
-    return _save_grid(rows, [""] * len(rows), COLUMNS, out, title)
+    return save_grid(rows, [""] * len(rows), COLUMNS, out, title)
 
 
 class MaeVisuals:
     """Epoch hook: rank 0 writes `<run_dir>/mae/epoch_XXX.png` for the first val images."""
 
-    def __init__(self, method: Any, parts: Any, run_dir: Path, is_main: bool) -> None:
+    def __init__(self, method: Any, data: DataBundle, run_dir: Path, is_main: bool) -> None:
         self.method, self.run_dir, self.is_main = method, Path(run_dir), is_main
-        self.mean, self.std = parts.mean, parts.std
+        self.mean, self.std = data.mean, data.std
         self.imgs: Tensor | None = None
         if is_main:
-            from trainlab.engine.parts import make_loader
-
-            split = "val" if len(parts.data.y_val) else "test"
-            x, y = getattr(parts.data, f"x_{split}"), getattr(parts.data, f"y_{split}")
-            loader = make_loader(x, y, N_IMAGES, parts.mean, parts.std, parts.data_cfg,
-                                 parts.device, file_backed=parts.file_backed(split))
+            split = "val" if len(data.data.y_val) else "test"
+            loader = data.full_loader(split, N_IMAGES)
             self.imgs = next(iter(loader.epoch(0)))[0] if len(loader) else None
 
     def __call__(self, epoch: int) -> dict[str, float]:
@@ -79,3 +76,10 @@ class MaeVisuals:
             write_mae_grid(self.method, self.imgs, self.mean, self.std, out,
                            f"MAE reconstructions, epoch {epoch}")
         return {}
+
+
+def mae_visuals_hook(run: Any, run_dir: Path, is_main: bool) -> MaeVisuals | None:
+    """Epoch-hook factory for `engine.run.train`: MAE pictures for mae runs, else None."""
+    if run.cfg.method.name != "mae":
+        return None
+    return MaeVisuals(run.method, run.data, run_dir, is_main)
