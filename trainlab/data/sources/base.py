@@ -18,7 +18,7 @@ import torch
 
 from trainlab.config.schema import DataConfig
 from trainlab.data.convert import check_conversion, convert_images
-from trainlab.data.sources.checks import check_classes, check_split_sizes
+from trainlab.data.sources.checks import check_splits, warn_classes
 from trainlab.errors import ConfigError
 
 
@@ -232,8 +232,8 @@ def check_data(data: DataSplits, cfg: DataConfig) -> None:
     """DataError for data nothing sensible can be trained on; warnings for odd labels (see
     trainlab.data.sources.checks)."""
     ys = {s: getattr(data, f"y_{s}").numpy() for s in ("train", "val", "test")}
-    check_split_sizes(ys, data.carved, cfg)
-    check_classes(ys, data.class_names, data.carved, cfg)
+    check_splits(ys, data.class_names, data.carved, cfg)
+    warn_classes(ys, data.class_names, data.carved, cfg)
 
 
 def load_data(cfg: DataConfig) -> DataSplits:

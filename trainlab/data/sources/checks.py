@@ -37,8 +37,8 @@ def _list(names: list[str], ids: np.ndarray, limit: int = 5) -> str:
 def _at_least(n: int) -> str:
     """The smallest fraction (2 significant digits, rounded up) that holds out 1 of n images."""
     f = 1.0 / max(n, 1)
-    digits = 1 - math.floor(math.log10(f))
-    return f"{math.ceil(f * 10**digits) / 10**digits:g}"
+    scale = 10 ** (1 - math.floor(math.log10(f)))
+    return f"{math.ceil(f * scale - 1e-9) / scale:g}"
 
 
 def _carving(cfg: DataConfig, carved: tuple[str, ...], n: dict[str, int]) -> str:
@@ -87,10 +87,21 @@ def check_split_sizes(ys: dict[str, np.ndarray], carved: tuple[str, ...],
             f"data.val_fraction={_at_least(left)} to hold out one image.")
 
 
+class _Counts:
+    """Images per class and split. count[split]: int [K]; in_carved / total: int [K]."""
+
+    def __init__(self, ys: dict[str, np.ndarray], k: int, carved: tuple[str, ...]) -> None:
+        self.count = {s: np.bincount(y, minlength=k) if len(y) else np.zeros(k, np.int64)
+                      for s, y in ys.items()}
+        self.sizes = {s: len(y) for s, y in ys.items()}
+        self.in_carved = sum((self.count[s] for s in carved), np.zeros(k, np.int64))
+        self.total = self.count["train"] + self.count["val"] + self.count["test"]
+        self.carved_away = np.flatnonzero((self.count["train"] == 0) & (self.in_carved > 0))
+
+
 def check_classes(ys: dict[str, np.ndarray], class_names: list[str], carved: tuple[str, ...],
                   cfg: DataConfig) -> None:
-    """DataError for fewer than two classes (in all, or with training images); warnings for
-    class ids without any image and classes left without a training image by carving.
+    """DataError for fewer than two classes, in all or with training images.
     ys: int [N] labels per split, each in 0..len(class_names)-1."""
     where, k = origin(cfg), len(class_names)
     if k < 2:
@@ -99,32 +110,43 @@ def check_classes(ys: dict[str, np.ndarray], class_names: list[str], carved: tup
             f"{' (' + repr(class_names[0]) + ')' if k == 1 else ''}; a classifier needs at "
             f"least two, and with one every prediction would be right. Add images of at least "
             f"one more class.")
-    count = {s: np.bincount(y, minlength=k) if len(y) else np.zeros(k, np.int64)
-             for s, y in ys.items()}
-    sizes = {s: len(y) for s, y in ys.items()}
-    in_train = np.flatnonzero(count["train"])
-    in_carved = sum((count[s] for s in carved), np.zeros(k, np.int64))
-    total = count["train"] + count["val"] + count["test"]
-    carved_away = np.flatnonzero((count["train"] == 0) & (in_carved > 0))
+    c = _Counts(ys, k, carved)
+    in_train = np.flatnonzero(c.count["train"])
     if len(in_train) < 2:
-        how = (f" after carving ({_carving(cfg, carved, sizes)}; the images of "
-               f"{_list(class_names, carved_away)} all went there)") if len(carved_away) else ""
+        away = c.carved_away
+        how = (f" after carving ({_carving(cfg, carved, c.sizes)}; the images of "
+               f"{_list(class_names, away)} all went there)") if len(away) else ""
         raise DataError(
             f"{where}: the training split holds images of only one class "
             f"({_list(class_names, in_train)}){how}; a classifier needs at least two. Add "
-            f"training images of another class"
-            f"{', or lower the fractions' if len(carved_away) else ''}.")
-    empty = np.flatnonzero(total == 0)
+            f"training images of another class{', or lower the fractions' if len(away) else ''}.")
+
+
+def check_splits(ys: dict[str, np.ndarray], class_names: list[str], carved: tuple[str, ...],
+                 cfg: DataConfig) -> None:
+    """`check_split_sizes` then `check_classes`: every DataError, no warning."""
+    check_split_sizes(ys, carved, cfg)
+    check_classes(ys, class_names, carved, cfg)
+
+
+def warn_classes(ys: dict[str, np.ndarray], class_names: list[str], carved: tuple[str, ...],
+                 cfg: DataConfig) -> None:
+    """Warnings for class ids without any image, classes left without a training image by
+    carving, and classes with val/test images only. ys: int [N] labels per split."""
+    where, k = origin(cfg), len(class_names)
+    c = _Counts(ys, k, carved)
+    empty = np.flatnonzero(c.total == 0)
     if len(empty):
         warn(f"{where}: labels use {k - len(empty)} of the {k} class ids 0..{k - 1}, so the "
              f"model gets {k} classes, {len(empty)} of which have no image (e.g. "
              f"{_list(class_names, empty, 3)}). Renumber the labels 0..K-1 (e.g. with "
              f"np.unique(y, return_inverse=True)) unless this is intended.")
-    if len(carved_away):
-        warn(f"{where}: {len(carved_away)} class(es) have no training image left after "
-             f"carving ({_list(class_names, carved_away)}): {_carving(cfg, carved, sizes)}. "
-             f"The model cannot learn them; add training images or lower the fractions.")
-    untrained = np.flatnonzero((count["train"] == 0) & (in_carved == 0) & (total > 0))
+    if len(c.carved_away):
+        warn(f"{where}: {len(c.carved_away)} class(es) have no training image left after "
+             f"carving ({_list(class_names, c.carved_away)}): "
+             f"{_carving(cfg, carved, c.sizes)}. The model cannot learn them; add training "
+             f"images or lower the fractions.")
+    untrained = np.flatnonzero((c.count["train"] == 0) & (c.in_carved == 0) & (c.total > 0))
     if len(untrained):
         warn(f"{where}: {len(untrained)} class(es) have test or validation images but no "
              f"training image ({_list(class_names, untrained)}); the model cannot learn them. "

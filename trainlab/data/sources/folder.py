@@ -36,6 +36,7 @@ from trainlab.data.sources.base import (
     register_source,
     stratified_split,
 )
+from trainlab.data.sources.checks import check_splits
 from trainlab.data.sources.folder_layout import (
     IMAGE_EXTENSIONS,
     LAYOUT,
@@ -291,6 +292,11 @@ def load_folder(cfg: DataConfig) -> DataSplits:
     if layout.ignored:
         note(f"ignored {len(layout.ignored):,} non-image or hidden entries under {layout.root} "
              f"(images are {', '.join(IMAGE_EXTENSIONS)}), e.g. {layout.ignored[0]}")
+    carved = tuple(s for s in ("test", "val") if s not in layout.present)
+    if not cfg.skip_bad_files:  # every listed image must load: check the splits before reading
+        parts = _split_indices(layout, np.arange(len(layout.files)), cfg)
+        check_splits({s: layout.labels[i] for s, i in parts.items()}, layout.classes, carved,
+                     cfg)
     key = content_key(layout.stats, {"classes": layout.classes})
     entry = CacheEntry(cache_root(cfg.cache_dir), "folder", key)
     scan, bad = header_scan(layout, entry)
@@ -303,6 +309,7 @@ def load_folder(cfg: DataConfig) -> DataSplits:
     common = _common_size(scan, ok)
     hw = (cfg.image_size, cfg.image_size) if cfg.image_size else common or (0, 0)
     skipped = layout.bad + [(layout.files[i], r) for i, r in bad]
+    parts = _split_indices(layout, ok, cfg)
     if _use_memory(cfg, scan, ok, channels):
         if hw == (0, 0):
             raise _mixed_sizes_error(layout, scan, ok)
@@ -314,8 +321,6 @@ def load_folder(cfg: DataConfig) -> DataSplits:
         parts = _split_indices(layout, kept, cfg)
         xs = {s: torch.from_numpy(np.asarray(arr[row_of[idx]])) for s, idx in parts.items()}
     else:
-        kept = ok
-        parts = _split_indices(layout, kept, cfg)
         xs = {s: FolderFiles(layout.root, [layout.files[i] for i in idx], channels,
                              cfg.image_size, hw) for s, idx in parts.items()}
     if skipped:
@@ -323,5 +328,4 @@ def load_folder(cfg: DataConfig) -> DataSplits:
              f"entries under {layout.root}, e.g. {skipped[0][0]} ({skipped[0][1]})")
     ys = {s: torch.from_numpy(layout.labels[idx]) for s, idx in parts.items()}
     return DataSplits("folder", xs["train"], ys["train"], xs["val"], ys["val"], xs["test"],
-                      ys["test"], list(layout.classes),
-                      tuple(s for s in ("test", "val") if s not in layout.present))
+                      ys["test"], list(layout.classes), carved)

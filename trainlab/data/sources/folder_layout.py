@@ -98,7 +98,7 @@ class _Walk:
             return e.stat()
         except OSError as err:
             if err.errno == errno.ELOOP:
-                reason = "a symbolic link that loops (it points back to itself)"
+                reason = "a symbolic link that loops (following it leads back to itself)"
             elif e.is_symlink() and isinstance(err, FileNotFoundError):
                 reason = f"a dangling symbolic link (its target {os.readlink(e.path)} is missing)"
             else:
