@@ -80,6 +80,21 @@ def _only_non_images(root: Path) -> None:
     (root / "train" / "emu" / "notes.txt").write_text("no images")
 
 
+def _dangling_train(root: Path) -> None:
+    root.mkdir()
+    os.symlink("elsewhere", root / "train")
+
+
+def _train_links_to_root(root: Path) -> None:
+    good_folder(root)
+    (root / "real").mkdir()
+    for cls in ("cat", "dog"):
+        (root / "train" / cls).rename(root / "real" / cls)
+    (root / "train").rmdir()
+    os.symlink("real", root / "train")
+    os.symlink("..", root / "real" / "cat" / "up")
+
+
 def _empty_val(root: Path) -> None:
     good_folder(root)
     (root / "val").mkdir()
@@ -195,6 +210,8 @@ FOLDER_ERRORS: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "no-train-folder": (_no_train, ["has no train/ folder", "move them into"]),
     "empty-class-folder": (_empty_class, ["train/emu holds no images"]),
     "only-non-images": (_only_non_images, ["train/emu holds no images"]),
+    "dangling-train-link": (_dangling_train, ["train: a broken symbolic link"]),
+    "loop-below-linked-train": (_train_links_to_root, ["train/cat/up", "(a loop)"]),
     "empty-val-folder": (_empty_val, ["val has no class folders", "data.val_fraction"]),
     "garbage-png": (_garbage_png, ["train/cat/fake.png", "data.skip_bad_files=true"]),
 }

@@ -165,6 +165,8 @@ def scan_layout(root: Path, skip_bad: bool = False) -> Layout:
     if not root.is_dir():
         raise DataError(f"data.root={root} does not exist or is not a folder. Point data.root at "
                         f"an image folder laid out as {LAYOUT}.")
+    if (root / "train").is_symlink() and not (root / "train").exists():
+        raise bad_entry_error(root / "train", "a broken symbolic link (dangling, or a loop)")
     if not (root / "train").is_dir():
         raise DataError(f"data.root={root} has no train/ folder. Expected {LAYOUT}; if your "
                         f"class folders sit directly in {root}, move them into {root}/train/.")
