@@ -89,27 +89,30 @@ def test_jpeg_close_and_webp_bmp_uppercase_exact(tmp_path):
     smooth = [np.repeat(np.repeat(rng.integers(0, 256, (2, 2, 3), dtype=np.uint8), 8, 0), 8, 1)
               for _ in range(3)]  # 16x16, flat on JPEG's 8x8 blocks: little loss
     jpeg = dict(quality=95, subsampling=0)  # no chroma subsampling
-    write_images(tmp_path / "j", "train", {"x": smooth}, "jpg", **jpeg)
-    write_images(tmp_path / "j", "test", {"x": smooth[:1]}, "JPEG", **jpeg)
+    two = {"x": smooth, "y": smooth[:1]}  # two classes: one class is refused
+    write_images(tmp_path / "j", "train", two, "jpg", **jpeg)
+    write_images(tmp_path / "j", "test", {"x": smooth[:1], "y": smooth[:1]}, "JPEG", **jpeg)
     d = load_data(cfg(tmp_path / "j", tmp_path, val_fraction=0.0))
-    assert d.x_train.shape == (3, 3, 16, 16)
-    diff = (d.x_train.int() - stack({"x": smooth}).int()).abs().float()
+    assert d.x_train.shape == (4, 3, 16, 16)
+    diff = (d.x_train.int() - stack(two).int()).abs().float()
     assert diff.mean() < 1 and diff.max() <= 4
     exact = rand_images(rng, 2, (5, 4, 3))
     formats = [("BMP", {})] + ([("WEBP", {"lossless": True})] if features.check("webp") else [])
     for ext, kw in formats:
         root = tmp_path / ext
-        write_images(root, "train", {"x": exact}, ext, **kw)
-        write_images(root, "test", {"x": exact}, ext.lower(), **kw)
+        two = {"x": exact, "y": exact[:1]}
+        write_images(root, "train", two, ext, **kw)
+        write_images(root, "test", two, ext.lower(), **kw)
         d = load_data(cfg(root, tmp_path, val_fraction=0.0))
-        assert torch.equal(d.x_train, stack({"x": exact})), ext
+        assert torch.equal(d.x_train, stack(two)), ext
 
 
 def test_sixteen_bit_grey_png_is_scaled_to_8_bit(tmp_path):
     wide = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)
     for split in ("train", "test"):
-        (tmp_path / "w" / split / "a").mkdir(parents=True)
-        Image.fromarray(wide).save(tmp_path / "w" / split / "a" / "0.png")
+        for cls in ("a", "b"):  # two classes: one class is refused
+            (tmp_path / "w" / split / cls).mkdir(parents=True)
+            Image.fromarray(wide).save(tmp_path / "w" / split / cls / "0.png")
     d = load_data(cfg(tmp_path / "w", tmp_path, val_fraction=0.0))
     expect = (wide.astype(np.int64) * 255 + 32767) // 65535
     assert d.channels == 1 and d.x_test[0, 0].numpy().tolist() == expect.tolist()
@@ -322,14 +325,15 @@ def test_file_backed_reads_equal_the_in_memory_tensors(three_splits, tmp_path):
 
 def test_auto_goes_file_backed_above_the_limit_and_allows_mixed_sizes(tmp_path, capsys):
     rng = np.random.default_rng(6)
-    images = {"a": [rng.integers(0, 256, (4 + i, 6), dtype=np.uint8) for i in range(3)]}
+    images = {"a": [rng.integers(0, 256, (4 + i, 6), dtype=np.uint8) for i in range(3)],
+              "b": [rng.integers(0, 256, (5, 6), dtype=np.uint8)]}
     write_images(tmp_path / "m", "train", images)
     write_images(tmp_path / "m", "test", images)
     d = load_data(cfg(tmp_path / "m", tmp_path, in_memory_max_gb=1e-9, val_fraction=0.0))
-    assert isinstance(d.x_train, FolderFiles) and d.x_train.shape == (3, 1, 0, 0)
+    assert isinstance(d.x_train, FolderFiles) and d.x_train.shape == (4, 1, 0, 0)
     assert "file-backed" in capsys.readouterr().err
     assert [tuple(d.x_train.read(i).shape) for i in range(3)] == [(1, 4, 6), (1, 5, 6), (1, 6, 6)]
-    pixels = np.concatenate([a.ravel() for a in images["a"]]).astype(np.float64) / 255
+    pixels = np.concatenate([a.ravel() for c in "ab" for a in images[c]]).astype(np.float64) / 255
     mean, std = channel_stats(d.x_train)
     assert mean[0] == pytest.approx(pixels.mean()) and std[0] == pytest.approx(pixels.std())
     d.x_train.path(1).unlink()

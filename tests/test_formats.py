@@ -308,8 +308,8 @@ def test_npz_val_split_and_default_class_names(tmp_path):
 
 def test_npz_ambiguous_layout_is_nchw_and_undecidable_is_error(tmp_path):
     x = RNG.integers(0, 256, (4, 3, 5, 3), dtype=np.uint8)  # axis 1 and axis 3 could be C
-    path = _npz(tmp_path / "a.npz", x_train=x, y_train=np.zeros(4, int), x_test=x,
-                y_test=np.zeros(4, int))
+    two = np.array([0, 1, 0, 1])  # two classes: one class is refused
+    path = _npz(tmp_path / "a.npz", x_train=x, y_train=two, x_test=x, y_test=two)
     assert torch.equal(load_data(_cfg("npz", path, val_fraction=0.0)).x_train,
                        torch.from_numpy(x))
     x5 = np.zeros((4, 5, 5, 5), np.uint8)

@@ -18,6 +18,7 @@ import torch
 
 from trainlab.config.schema import DataConfig
 from trainlab.data.convert import check_conversion, convert_images
+from trainlab.data.sources.checks import check_splits, warn_classes
 from trainlab.errors import ConfigError
 
 
@@ -51,6 +52,7 @@ class DataSplits:
     x_test: torch.Tensor | ImageFiles
     y_test: torch.Tensor
     class_names: list[str]
+    carved: tuple[str, ...] = ("val",)  # splits carved out of train (sized by data.*_fraction)
 
     @property
     def channels(self) -> int:
@@ -132,13 +134,16 @@ def make_splits(
     y_test: np.ndarray,
     cfg: DataConfig,
     class_names: list[str],
+    carved: tuple[str, ...] = ("val",),
 ) -> DataSplits:
-    """Carve a stratified validation split (`cfg.val_fraction`) out of train; wrap as tensors."""
+    """Carve a stratified validation split (`cfg.val_fraction`) out of train; wrap as tensors.
+    `carved`: the splits cut out of the source's training images (val, and test for sources
+    without an official test split), for the messages about empty splits."""
     keep, val = stratified_split(y_trainval, cfg.val_fraction, cfg.split_seed)
     x_tr, y_tr = to_tensors(x_trainval[keep], y_trainval[keep])
     x_va, y_va = to_tensors(x_trainval[val], y_trainval[val])
     x_te, y_te = to_tensors(x_test, y_test)
-    return DataSplits(name, x_tr, y_tr, x_va, y_va, x_te, y_te, class_names)
+    return DataSplits(name, x_tr, y_tr, x_va, y_va, x_te, y_te, class_names, carved)
 
 
 SOURCES: dict[str, Source] = {}
@@ -223,6 +228,14 @@ def _apply_labels_fraction(data: DataSplits, cfg: DataConfig) -> DataSplits:
     return dataclasses.replace(data, x_train=x_sub, y_train=data.y_train[torch.from_numpy(idx)])
 
 
+def check_data(data: DataSplits, cfg: DataConfig) -> None:
+    """DataError for data nothing sensible can be trained on; warnings for odd labels (see
+    trainlab.data.sources.checks)."""
+    ys = {s: getattr(data, f"y_{s}").numpy() for s in ("train", "val", "test")}
+    check_splits(ys, data.class_names, data.carved, cfg)
+    warn_classes(ys, data.class_names, data.carved, cfg)
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """Load the data set `cfg.name` and split it into train/val/test (see module docstring).
 
@@ -230,12 +243,14 @@ def load_data(cfg: DataConfig) -> DataSplits:
     N x N) and data.channels (grey <-> RGB), see trainlab.data.convert. File-backed splits
     (`ImageFiles`) convert as they read, so they pass through unchanged. Last, with
     data.labels_fraction < 1, the training split keeps that share of each class
-    (`labels_subset`, seeded by data.split_seed).
+    (`labels_subset`, seeded by data.split_seed). Before that, `check_data` refuses splits
+    that cannot mean anything (one class, an empty split) and warns about classes without images.
     """
     source = get_source(cfg.name)
     check_fraction(cfg.val_fraction, "data.val_fraction", allow_zero=True)
     check_conversion(cfg.image_size, cfg.channels)
     data = source.load(cfg)
+    check_data(data, cfg)
     converted = {
         f"x_{s}": convert_images(x, cfg.image_size, cfg.channels)
         for s in ("train", "val", "test")

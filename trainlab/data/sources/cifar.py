@@ -97,7 +97,14 @@ def _get(d: dict[Any, Any], key: str, path: Path) -> Any:
 
 
 def _names(meta: dict[Any, Any], key: str, path: Path) -> list[str]:
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in _get(meta, key, path)]
+    """The class names under `key` of a meta file: a list of byte or text strings."""
+    names = _get(meta, key, path)
+    if not (isinstance(names, (list, tuple)) and names
+            and all(isinstance(n, (bytes, str)) for n in names)):
+        raise DataError(f"CIFAR file {path}: {key!r} is {type(names).__name__} "
+                        f"{str(names)[:60]}, expected a non-empty list of class names. "
+                        f"{_REFETCH}")
+    return [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
 
 
 def read_batches(

@@ -29,4 +29,5 @@ def load_digits(cfg: DataConfig) -> DataSplits:
     y = bunch.target.astype(np.int64)
     rest, test = stratified_split(y, cfg.test_fraction, cfg.split_seed)
     names = [str(i) for i in range(10)]
-    return make_splits("digits", x[rest], y[rest], x[test], y[test], cfg, names)
+    return make_splits("digits", x[rest], y[rest], x[test], y[test], cfg, names,
+                       carved=("test", "val"))

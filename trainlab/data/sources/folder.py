@@ -19,10 +19,8 @@ data.in_memory_max_gb), the splits are `FolderFiles` that decode one image per `
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,107 +36,17 @@ from trainlab.data.sources.base import (
     register_source,
     stratified_split,
 )
+from trainlab.data.sources.checks import check_splits
+from trainlab.data.sources.folder_layout import (
+    IMAGE_EXTENSIONS,
+    LAYOUT,
+    SPLITS,
+    Layout,
+    scan_layout,
+)
 from trainlab.errors import ConfigError, DataError
 
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
-SPLITS = ("train", "val", "test")
 _BAD = (OSError, SyntaxError, ValueError, EOFError)  # what PIL raises for a file it cannot read
-_LAYOUT = "root/train/<class>/*.png (also .jpg, .jpeg, .webp, .bmp), optional root/val/ and " \
-          "root/test/ with the same class folders"
-
-
-@dataclass
-class Layout:
-    """The image files found under a root. files: paths relative to root, train/ then val/ then
-    test/, each sorted; labels: int64 [N] class ids; split_of: int64 [N] index into SPLITS."""
-
-    root: Path
-    classes: list[str]
-    files: list[str]
-    labels: np.ndarray
-    split_of: np.ndarray
-    present: tuple[str, ...]
-    stats: list[tuple[str, int, int]]  # (relative path, size bytes, mtime ns) per file
-    ignored: list[str]
-
-
-def scan_layout(root: Path) -> Layout:
-    """List the images under `root` (see module docstring); DataError for a wrong layout."""
-    if not root.is_dir():
-        raise DataError(f"data.root={root} does not exist or is not a folder. Point data.root at "
-                        f"an image folder laid out as {_LAYOUT}.")
-    if not (root / "train").is_dir():
-        raise DataError(f"data.root={root} has no train/ folder. Expected {_LAYOUT}; if your "
-                        f"class folders sit directly in {root}, move them into {root}/train/.")
-    ignored: list[str] = []
-    classes = [e.name for e in _entries(root / "train", [], root) if e.is_dir()]
-    if not classes:
-        raise DataError(f"{root}/train has no class folders. Expected {_LAYOUT}.")
-    files: list[str] = []
-    labels: list[int] = []
-    split_of: list[int] = []
-    stats: list[tuple[str, int, int]] = []
-    present = tuple(s for s in SPLITS if (root / s).is_dir())
-    for s in present:
-        for entry in _entries(root / s, ignored, root):
-            if not entry.is_dir():  # a file beside the class folders
-                ignored.append(os.path.relpath(entry.path, root))
-                continue
-            if entry.name not in classes:
-                raise DataError(
-                    f"Class folder {root / s / entry.name} is not in {root}/train/ (classes "
-                    f"there: {', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}). "
-                    f"Every val/ and test/ class must also be a train/ class: add "
-                    f"{root}/train/{entry.name}/ with images, or remove or rename this folder.")
-            found = _images(Path(entry.path), root, ignored)
-            if not found:
-                raise DataError(
-                    f"Class folder {entry.path} holds no images ({', '.join(IMAGE_EXTENSIONS)}). "
-                    f"Remove the empty folder (or add images to it).")
-            label = classes.index(entry.name)
-            for rel, size, mtime_ns in found:
-                files.append(rel)
-                stats.append((rel, size, mtime_ns))
-                labels.append(label)
-                split_of.append(SPLITS.index(s))
-    return Layout(root, classes, files, np.asarray(labels, np.int64),
-                  np.asarray(split_of, np.int64), present, stats, ignored)
-
-
-def _entries(folder: Path, ignored: list[str], root: Path) -> list[os.DirEntry]:
-    """Non-hidden entries of `folder`, sorted by name; hidden ones go to `ignored`."""
-    try:
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as e:
-        raise DataError(f"Cannot list folder {folder}: {e.strerror or e}. Check that it exists "
-                        f"and that you may read it (chmod a+rx).") from e
-    keep = []
-    for e in entries:
-        if e.name.startswith("."):
-            ignored.append(os.path.relpath(e.path, root))
-        else:
-            keep.append(e)
-    return keep
-
-
-def _images(folder: Path, root: Path, ignored: list[str]) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of the image files under `folder`, recursively, sorted."""
-    found = []
-    for e in _entries(folder, ignored, root):
-        rel = os.path.relpath(e.path, root)
-        if e.is_dir():
-            found.extend(_images(Path(e.path), root, ignored))
-        elif e.name.lower().endswith(IMAGE_EXTENSIONS):
-            try:
-                st = e.stat()
-            except OSError as err:
-                raise DataError(f"Cannot stat image file {e.path}: {err.strerror or err}. "
-                                f"Fix or remove it.") from err
-            found.append((rel, st.st_size, st.st_mtime_ns))
-        else:
-            ignored.append(rel)
-    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,12 +286,17 @@ def load_folder(cfg: DataConfig) -> DataSplits:
     """Load an ImageFolder-style data set (see module docstring) from `cfg.root`."""
     if not cfg.root:
         raise ConfigError(f"data.name=folder needs data.root=/path/to/images, a folder laid out "
-                          f"as {_LAYOUT}.")
+                          f"as {LAYOUT}.")
     convert.check_conversion(cfg.image_size, cfg.channels)
-    layout = scan_layout(Path(cfg.root).expanduser())
+    layout = scan_layout(Path(cfg.root).expanduser(), cfg.skip_bad_files)
     if layout.ignored:
         note(f"ignored {len(layout.ignored):,} non-image or hidden entries under {layout.root} "
              f"(images are {', '.join(IMAGE_EXTENSIONS)}), e.g. {layout.ignored[0]}")
+    carved = tuple(s for s in ("test", "val") if s not in layout.present)
+    if not cfg.skip_bad_files:  # every listed image must load: check the splits before reading
+        parts = _split_indices(layout, np.arange(len(layout.files)), cfg)
+        check_splits({s: layout.labels[i] for s, i in parts.items()}, layout.classes, carved,
+                     cfg)
     key = content_key(layout.stats, {"classes": layout.classes})
     entry = CacheEntry(cache_root(cfg.cache_dir), "folder", key)
     scan, bad = header_scan(layout, entry)
@@ -395,7 +308,8 @@ def load_folder(cfg: DataConfig) -> DataSplits:
     channels = cfg.channels or (1 if scan[ok, 0].all() else 3)
     common = _common_size(scan, ok)
     hw = (cfg.image_size, cfg.image_size) if cfg.image_size else common or (0, 0)
-    skipped = [(layout.files[i], r) for i, r in bad]
+    skipped = layout.bad + [(layout.files[i], r) for i, r in bad]
+    parts = _split_indices(layout, ok, cfg)
     if _use_memory(cfg, scan, ok, channels):
         if hw == (0, 0):
             raise _mixed_sizes_error(layout, scan, ok)
@@ -407,13 +321,11 @@ def load_folder(cfg: DataConfig) -> DataSplits:
         parts = _split_indices(layout, kept, cfg)
         xs = {s: torch.from_numpy(np.asarray(arr[row_of[idx]])) for s, idx in parts.items()}
     else:
-        kept = ok
-        parts = _split_indices(layout, kept, cfg)
         xs = {s: FolderFiles(layout.root, [layout.files[i] for i in idx], channels,
                              cfg.image_size, hw) for s, idx in parts.items()}
     if skipped:
-        note(f"data.skip_bad_files=true: skipped {len(skipped):,} unreadable images under "
-             f"{layout.root}, e.g. {skipped[0][0]} ({skipped[0][1]})")
+        note(f"data.skip_bad_files=true: skipped {len(skipped):,} unreadable images or bad "
+             f"entries under {layout.root}, e.g. {skipped[0][0]} ({skipped[0][1]})")
     ys = {s: torch.from_numpy(layout.labels[idx]) for s, idx in parts.items()}
     return DataSplits("folder", xs["train"], ys["train"], xs["val"], ys["val"], xs["test"],
-                      ys["test"], list(layout.classes))
+                      ys["test"], list(layout.classes), carved)

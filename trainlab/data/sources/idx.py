@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"IDX file {path} is truncated inside its header. {_REFETCH}")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # exact: a damaged header can claim more than int64 holds
     expected = header + count * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
