@@ -15,6 +15,7 @@ class RunConfig:
     dir: str | None = None  # output folder; None -> runs/<recipe>-<timestamp>
     seed: int = 0
     resume: str | None = None  # checkpoint file, run dir, or "auto" (latest in run.dir, if any)
+    overwrite: bool = False  # start over in a run.dir that holds a run (deletes its results)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     log_every: int = 50  # optimizer steps between train-metric records
     progress: bool = True  # console progress bar (only drawn when stderr is a terminal)

@@ -10,16 +10,17 @@ from typing import Any
 
 import torch
 
-from trainlab.data.sources import DataSplits
+from trainlab.data.sources import DataSplits, source_names
 from trainlab.data.stats import channel_stats
 
 
 def spec_overrides(spec: str) -> list[str]:
     """A DATA_SPEC shorthand -> overrides: a data set name, a folder, or an .npz file."""
-    p = Path(spec)
+    if spec in source_names():
+        return [f"data.name={spec}"]
     if spec.endswith(".npz"):
         return ["data.name=npz", f"data.root={spec}"]
-    if p.is_dir() and (p / "train").is_dir():
+    if Path(spec).is_dir():  # the folder source says what it needs inside (train/<class>/)
         return ["data.name=folder", f"data.root={spec}"]
     return [f"data.name={spec}"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainlab.config.load import config_from_dict
+from trainlab.config.load import config_from_dict, to_dict
 from trainlab.config.schema import Config
 from trainlab.dist.setup import all_gather_objects
 from trainlab.errors import ConfigError, TrainlabError
@@ -134,6 +134,75 @@ def load_run(path: str | Path, which: str = "last") -> tuple[Config, dict[str, A
             raise ConfigError(f"No checkpoint {p}: is '{path}' a trainlab run folder that trained "
                               f"at least one epoch?")
     ckpt = load_checkpoint(p)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "data" not in ckpt:
-        raise ConfigError(f"'{p}' is not a trainlab checkpoint (no config/data inside).")
+    check_contents(ckpt, p, NEEDED_TO_EVALUATE)
     return config_from_dict(ckpt["config"], f"checkpoint {p}"), ckpt, p
+
+
+# ---------------------------------------------------------------------------- resume rules
+# Keys that may differ between a checkpoint's run and the config that resumes it: where and
+# how the run is watched, how long it trains (extend with train.epochs), how data is read
+# (not which data). Every other key defines the run and must be the same.
+RESUME_MAY_CHANGE = frozenset({
+    "run.dir", "run.resume", "run.overwrite", "run.device", "run.log_every", "run.progress",
+    "run.tensorboard", "run.max_requeues", "run.dist_timeout_s",
+    "train.epochs", "train.eval_batch_size", "train.compile",
+    "data.num_workers", "data.cache_dir", "data.download", "data.in_memory_max_gb",
+    "method.knn_every", "method.knn_k", "method.knn_temperature",
+})
+NEEDED_TO_RESUME = ("model", "optimizer", "state", "rng", "config", "data")
+NEEDED_TO_EVALUATE = ("model", "config", "data")
+DATA_IDENTITY = ("name", "class_names", "channels", "height", "width", "num_classes")
+
+
+def check_contents(ckpt: Any, path: Path, needed: tuple[str, ...]) -> None:
+    """ConfigError unless `ckpt` is a trainlab checkpoint holding every entry of `needed`."""
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise ConfigError(
+            f"'{path}' is a PyTorch file but not a trainlab checkpoint (it has no config and "
+            f"model entries). Point to checkpoints/last.pt or best.pt of a trainlab run.")
+    missing = [k for k in needed if k not in ckpt]
+    if missing:
+        raise ConfigError(
+            f"Checkpoint '{path}' lacks {', '.join(missing)}: it was damaged, or written by "
+            f"another tool. Use another checkpoint of the run (checkpoints/best.pt), or start "
+            f"over with a new run.dir.")
+
+
+def config_differences(saved: dict[str, Any], cfg: Config,
+                       ignore: frozenset[str] = RESUME_MAY_CHANGE) -> list[str]:
+    """["key: saved X, now Y", ...] for every key outside `ignore` where the run saved as
+    `saved` (a `to_dict` config) and `cfg` differ. Keys the saved run did not know count with
+    their default."""
+    now = to_dict(cfg)
+    try:
+        old = to_dict(config_from_dict(saved, "the checkpoint's config"))
+    except TrainlabError as e:
+        return [f"the saved config is not readable here ({e})"]
+    return [f"{s}.{k}: saved {old[s][k]!r}, now {v!r}" for s, body in now.items()
+            for k, v in body.items() if f"{s}.{k}" not in ignore and old[s][k] != v]
+
+
+def check_resume(ckpt: dict[str, Any], cfg: Config, path: Path) -> None:
+    """ConfigError naming every key that differs between the checkpoint's run and `cfg`
+    (outside RESUME_MAY_CHANGE): a resume continues the same run, never another one."""
+    check_contents(ckpt, path, NEEDED_TO_RESUME)
+    diffs = config_differences(ckpt["config"], cfg)
+    if diffs:
+        shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+        raise ConfigError(
+            f"Cannot resume from {path}: it belongs to a run with other settings ({shown}). "
+            f"Resume with the settings of that run (its config.yaml; only "
+            f"{', '.join(sorted(RESUME_MAY_CHANGE - {'run.dir', 'run.resume'}))} may change), "
+            f"or start a new run with another run.dir.")
+
+
+def check_same_data(saved: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """ConfigError when the data loaded now is not the data the checkpoint trained on (same
+    name, class names and image shape)."""
+    diffs = [f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in DATA_IDENTITY
+             if saved.get(k) != now.get(k)]
+    if diffs:
+        raise ConfigError(
+            f"Cannot resume from {path}: the data differs from the data it trained on "
+            f"({'; '.join(diffs)}). Point data.root at the same data, or start a new run with "
+            f"another run.dir.")

@@ -17,7 +17,12 @@ from torch import nn
 
 from trainlab.config.load import config_from_dict
 from trainlab.config.schema import Config
-from trainlab.engine.checkpoint import checkpoint_in, load_checkpoint
+from trainlab.engine.checkpoint import (
+    NEEDED_TO_EVALUATE,
+    check_contents,
+    checkpoint_in,
+    load_checkpoint,
+)
 from trainlab.errors import ConfigError
 from trainlab.models.state import copy_state, match_state
 
@@ -71,9 +76,7 @@ def load_pretrained(path: str, key: str = "model.init") -> Pretrained:
     """Read the checkpoint at `path` (file or run dir) with its config."""
     p = resolve_checkpoint(path, key)
     ckpt = load_checkpoint(p)
-    if "model" not in ckpt or "config" not in ckpt or "data" not in ckpt:
-        raise ConfigError(f"{key}={path!r}: {p} is not a trainlab checkpoint (no model, config "
-                          f"or data entry inside).")
+    check_contents(ckpt, p, NEEDED_TO_EVALUATE)
     return Pretrained(p, config_from_dict(ckpt["config"], f"checkpoint {p}"), ckpt)
 
 

@@ -9,6 +9,8 @@ preemption (requeue); this module knows nothing about Slurm or plots.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import signal
 import threading
 import time
@@ -34,6 +36,9 @@ from trainlab.dist.setup import (
 from trainlab.engine.assemble import Assembly, assemble, build_trainer, load_for_eval
 from trainlab.engine.checkpoint import (
     Checkpointer,
+    check_resume,
+    check_same_data,
+    config_differences,
     load_checkpoint,
     load_run,
     resolve_resume,
@@ -52,12 +57,50 @@ from trainlab.models import count_params
 # Builds an extra epoch hook for an assembled run (e.g. MAE pictures): (run, run_dir, is_main)
 HookFactory = Callable[[Assembly, Path, bool], EpochHook | None]
 
+RUN_FILES = ("checkpoints", "summary.json", "metrics.jsonl", "metrics.csv", "tb")
+OWN_FILES = (*RUN_FILES, "config.yaml", "data.json", "mae")  # deleted by run.overwrite=true
+
+
+def check_writable(run_dir: Path) -> None:
+    """ConfigError unless `run_dir` is, or can be created as, a folder we may write in."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run.dir={run_dir} is a file, not a folder; choose another run.dir.")
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"run.dir={run_dir} cannot be created: {parent} is a file. Choose a "
+                          f"run.dir under a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"run.dir={run_dir} cannot be written: no write permission in "
+                          f"{parent}. Choose a run.dir where you may write (e.g. under your "
+                          f"home or scratch folder).")
+
+
+def claim_run_dir(run_dir: Path, cfg: Config, ckpt_path: Path | None, is_main: bool) -> None:
+    """Refuse to start a new run over files of an earlier run in `run_dir` (nothing is lost
+    silently): continuing it needs run.resume=auto, replacing it run.overwrite=true. A folder
+    whose run never wrote a checkpoint or summary is taken over by run.resume=auto."""
+    check_writable(run_dir)
+    held = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if not held or (ckpt_path is not None and run_dir.resolve() in ckpt_path.resolve().parents):
+        return
+    resumable = (run_dir / "summary.json").exists() or any((run_dir / "checkpoints").glob("*.pt"))
+    if not cfg.run.overwrite and (resumable or cfg.run.resume != "auto"):
+        raise ConfigError(
+            f"run.dir={run_dir} already holds a run ({', '.join(held)}); nothing was changed. "
+            f"To continue it, add run.resume=auto. To start over in the same folder, add "
+            f"run.overwrite=true (deletes its checkpoints, metrics and TensorBoard events). Or "
+            f"choose another run.dir.")
+    if is_main:
+        for name in OWN_FILES:
+            p = run_dir / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def _same_run(saved: dict[str, Any], cfg: Config) -> bool:
-    """Would `cfg` continue the run whose config is `saved` (ignoring run.dir / run.resume)?"""
-    a, b = dict(saved), to_dict(cfg)
-    for d in (a, b):
-        d["run"] = {k: v for k, v in d["run"].items() if k not in ("dir", "resume")}
-    return a == b
+    """Would `cfg` continue the run whose config is `saved` (the resume rules)?"""
+    return not config_differences(saved, cfg)
 
 
 def resolve_run_dir(cfg: Config, recipe_name: str) -> Path:
@@ -121,8 +164,13 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
            hooks: Sequence[HookFactory]) -> dict[str, Any]:
     run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
     ckpt_path = resolve_resume(cfg.run.resume, run_dir)
+    claim_run_dir(run_dir, cfg, ckpt_path, env.is_main)
     ckpt = load_checkpoint(ckpt_path) if ckpt_path else None
+    if ckpt is not None:
+        check_resume(ckpt, cfg, ckpt_path)
     a = assemble(cfg, env, device, ckpt, ckpt_path)
+    if ckpt is not None:
+        check_same_data(ckpt["data"], a.data.info(), ckpt_path)
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir)))
     t, is_main = cfg.train, env.is_main
     state = TrainState(**ckpt["state"]) if ckpt is not None else TrainState()

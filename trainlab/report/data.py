@@ -21,16 +21,24 @@ def images_at(x: torch.Tensor | ImageFiles, idx: list[int]) -> list[torch.Tensor
     return [x.read(i) for i in idx]
 
 
+MAX_ROWS = 20  # classes shown in a sample grid (the text table lists them all)
+
+
 def sample_grid(data: DataSplits, out: Path, per_class: int = 8, seed: int = 0) -> Path:
-    """PNG grid: one row per class, `per_class` random training images each."""
+    """PNG grid: one row per class that has training images (the first MAX_ROWS of them),
+    `per_class` random training images each."""
     g = torch.Generator().manual_seed(seed)
     rows, labels = [], []
-    for k, name in enumerate(data.class_names):
+    present = torch.unique(data.y_train).tolist()
+    shown = present[:MAX_ROWS]
+    for k in shown:
+        name = data.class_names[k]
         members = torch.nonzero(data.y_train == k).flatten()
         pick = members[torch.randperm(len(members), generator=g)[:per_class]].tolist()
         rows.append(images_at(data.x_train, pick))
         labels.append(name[:16])
-    return save_grid(rows, labels, [], out, f"{data.name}: training samples per class")
+    more = f" (first {len(shown)} of {len(present)} classes)" if len(present) > len(shown) else ""
+    return save_grid(rows, labels, [], out, f"{data.name}: training samples per class{more}")
 
 
 def preview_augment(cfg: Config, out: Path, n_images: int = 8, n_views: int = 7) -> Path:
