@@ -56,11 +56,11 @@ def cmd_knn(ns: argparse.Namespace) -> int:
 
 def cmd_config_show(ns: argparse.Namespace) -> int:
     from trainlab.config.load import build_config, dump_yaml
-    from trainlab.config.validate import validate
+    from trainlab.engine.checks import check_config
 
     recipe, overrides = _split_recipe(ns.args)
     cfg = build_config(recipe, overrides)
-    validate(cfg)
+    check_config(cfg)
     print(dump_yaml(cfg), end="")
     return 0
 
@@ -99,12 +99,12 @@ def cmd_data_inspect(ns: argparse.Namespace) -> int:
 
 def cmd_data_preview(ns: argparse.Namespace) -> int:
     from trainlab.config.load import build_config
-    from trainlab.config.validate import validate
     from trainlab.data.inspect import preview_augment
+    from trainlab.engine.checks import check_config
 
     recipe, overrides = _split_recipe(ns.args)
     cfg = build_config(recipe, overrides)
-    validate(cfg)
+    check_config(cfg)
     out = Path(ns.out or f"augment-{_recipe_name(recipe)}.png")
     print(f"augmentation preview: {preview_augment(cfg, out, ns.images, ns.views)}")
     return 0

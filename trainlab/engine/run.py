@@ -16,7 +16,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainlab.config.load import dump_yaml, to_dict
 from trainlab.config.schema import Config
-from trainlab.config.validate import validate
 from trainlab.dist.env import DistEnv, detect
 from trainlab.dist.setup import (
     HEARTBEAT_S,
@@ -33,6 +32,7 @@ from trainlab.engine.checkpoint import (
     resolve_resume,
     set_rng_state,
 )
+from trainlab.engine.checks import check_config
 from trainlab.engine.ema import EMA
 from trainlab.engine.parts import (
     Parts,
@@ -94,7 +94,7 @@ def resolve_run_dir(cfg: Config, recipe_name: str) -> Path:
 def train(cfg: Config, recipe_name: str = "default") -> dict[str, Any]:
     """Run training end to end (as one rank of a distributed job when launched by torchrun or
     srun); returns the summary written to summary.json."""
-    validate(cfg)
+    check_config(cfg)
     env = detect()
     if cfg.train.batch_size % env.world_size:
         raise ConfigError(

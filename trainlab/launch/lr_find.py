@@ -144,9 +144,9 @@ def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> di
     import torch
 
     from trainlab.config.load import dump_yaml
-    from trainlab.config.validate import validate
     from trainlab.dist.env import detect
     from trainlab.engine.checkpoint import atomic_write_text
+    from trainlab.engine.checks import check_config
     from trainlab.engine.parts import resolve_device
     from trainlab.engine.run import assemble
     from trainlab.engine.sinks import Console, MetricsFile, TensorBoard
@@ -154,7 +154,7 @@ def run_lr_find(cfg: Any, start: float, end: float, steps: int, out: Path) -> di
     from trainlab.errors import TrainingDiverged
 
     check_range(start, end, steps)
-    validate(cfg)
+    check_config(cfg)
     env = detect()
     if env.distributed:
         raise TrainlabError(

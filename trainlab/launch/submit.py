@@ -15,8 +15,8 @@ from typing import Any
 
 from trainlab.config.load import build_config, dump_yaml
 from trainlab.config.schema import Config
-from trainlab.config.validate import validate
 from trainlab.engine.checkpoint import atomic_write_json, atomic_write_text
+from trainlab.engine.checks import check_config
 from trainlab.launch import slurm
 from trainlab.launch.script import SlurmOptions, render_script, single_run_lines
 
@@ -30,7 +30,7 @@ def job_config(cfg: Config, run_dir: Path) -> Config:
     run.resume=auto on its command line; no progress bar in a batch log)."""
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir),
                                                            resume=None, progress=False))
-    validate(cfg)
+    check_config(cfg)
     return cfg
 
 
