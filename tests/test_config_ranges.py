@@ -65,7 +65,7 @@ BAD: dict[str, list[str | list[str]]] = {
     "model.mlp_ratio": ["0", "-1"],
     "model.pool": ["max"],
     "model.drop_path": ["2", "1", "-0.1"],
-    "method.name": ["byol"],
+    "method.name": ["byol", ["method.name=mae", "model.name=cnn"]],
     "method.mask_ratio": ["0", "1", "1.5", "-0.25"],
     "method.decoder_depth": ["0"],
     "method.decoder_dim": ["0", "130"],
@@ -99,7 +99,7 @@ BAD: dict[str, list[str | list[str]]] = {
     "train.grad_clip": ["-1"],
     "train.eval_batch_size": ["0"],
     "train.precision": ["fp8", "FP16"],
-    "train.ema_decay": ["1", "-0.5"],
+    "train.ema_decay": ["1", "-0.5", ["method.name=simclr", "train.ema_decay=0.99"]],
 }
 
 _SWITCH = "a bool: true and false are both valid"
@@ -136,6 +136,7 @@ BOUNDARY = [
     ["method.mask_ratio=0.01"], ["train.ema_decay=0.9999"], ["data.image_size=null"],
     ["optim.nesterov=true", "optim.name=sgd"], ["data.coarse_labels=true", "data.name=cifar100"],
     ["run.device=cpu"], ["data.num_workers=0"], ["data.in_memory_max_gb=0"],
+    ["method.name=mae", "model.name=vit_tiny"], ["method.name=simclr", "model.name=cnn"],
 ]
 DEVICES_OK = ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"]
 

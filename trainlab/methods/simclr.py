@@ -123,6 +123,9 @@ class SimCLR(Method):
         return self._loss(batch[0], torch.Generator().manual_seed(EVAL_SEED), gather=False)
 
 
+SELF_SUPERVISED = ("mae", "simclr")  # the methods whose options `check_ssl_options` limits
+
+
 def check_ssl_options(cfg: Config) -> None:
     """Options the self-supervised methods do not support, as ConfigError."""
     if cfg.train.ema_decay > 0:
