@@ -203,7 +203,7 @@ def test_labels_fraction_per_class_counts():
     other = load_data(DataConfig(labels_fraction=0.1, split_seed=1))
     assert not torch.equal(other.y_train, part.y_train) or not torch.equal(
         other.x_train, part.x_train)
-    with pytest.raises(ConfigError, match="data.labels_fraction=0.0"):
+    with pytest.raises(ConfigError, match=r"data.labels_fraction must be in \(0, 1\] \(got 0\)"):
         load_data(DataConfig(labels_fraction=0.0))
 
 

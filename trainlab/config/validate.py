@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from trainlab.config.rules import INT64_MAX, Rule
+from trainlab.config.rules import INT64_MAX, Rule, rule_of
 from trainlab.config.schema import SECTIONS, Config
 from trainlab.errors import ConfigError
 
@@ -95,6 +95,14 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
             raise _fail(key, "must be in ascending order", value, rule)
         return
     _check_number(key, value, rule, value)
+
+
+def check_keys(body: Any, section: str, *names: str) -> None:
+    """Check some keys of one section object against their schema rules, e.g.
+    `check_keys(data_cfg, "data", "val_fraction")` where a DataConfig arrives without a full
+    Config (`load_data` called directly)."""
+    for name in names:
+        check_value(f"{section}.{name}", getattr(body, name), rule_of(SECTIONS[section], name))
 
 
 def _need(ok: bool, msg: str) -> None:
