@@ -23,7 +23,8 @@ def _num(v: float) -> str:
         return "2**63-1"
     if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e16):
         return str(int(v))
-    return f"{v:g}"
+    short = f"{v:g}"
+    return short if float(short) == v or v != v else repr(v)  # never round a value away
 
 
 def _show(value: Any) -> str:
@@ -58,12 +59,13 @@ def _fail(key: str, what: str, value: Any, rule: Rule) -> ConfigError:
     return ConfigError(f"{key} {what} (got {_show(value)}){hint}.")
 
 
-def _check_number(key: str, v: Any, rule: Rule, shown: Any) -> None:
-    """`shown` is what the message quotes (the whole list for a list element)."""
+def _check_number(key: str, v: Any, rule: Rule, whole: list | None = None) -> None:
+    """`v` alone, or an element of the list `whole` (which the message then quotes)."""
+    shown = v if whole is None else whole
     if isinstance(v, float) and not math.isfinite(v):
         raise _fail(key, f"must be a finite number {_allowed(rule)}", shown, rule)
     if not rule.admits(v):
-        raise _fail(key, f"must be {_allowed(rule)}" if shown is v else
+        raise _fail(key, f"must be {_allowed(rule)}" if whole is None else
                     f"must list values {_allowed(rule)} each", shown, rule)
     if isinstance(v, int) and rule.hi is None and not -INT64_MAX - 1 <= v <= INT64_MAX:
         raise _fail(key, "must be at most 2**63-1, the largest 64-bit integer", shown, rule)
@@ -88,13 +90,14 @@ def check_value(key: str, value: Any, rule: Rule) -> None:
         if len(value) < lo or (hi is not None and len(value) > hi):
             count = (f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None
                      else f"{lo} to {hi}")
-            raise _fail(key, f"must list {count} value{'' if hi == lo == 1 else 's'}", value, rule)
+            plural = "" if lo == 1 and hi in (1, None) else "s"
+            raise _fail(key, f"must list {count} value{plural}", value, rule)
         for v in value:
-            _check_number(key, v, rule, value)
+            _check_number(key, v, rule, whole=value)
         if rule.ascending and any(a > b for a, b in zip(value, value[1:], strict=False)):
             raise _fail(key, "must be in ascending order", value, rule)
         return
-    _check_number(key, value, rule, value)
+    _check_number(key, value, rule)
 
 
 def check_keys(body: Any, section: str, *names: str) -> None:
