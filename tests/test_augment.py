@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainlab.config.schema import DataConfig
+from trainlab.config.schema import Config, DataConfig
+from trainlab.config.validate import validate
 from trainlab.data import (
     PARAM_COLUMNS,
     AugmentSpec,
@@ -180,5 +181,6 @@ def test_resolve_defaults_and_overrides():
      ("contrast", -0.1)],
 )
 def test_invalid_ranges_are_config_errors(key, value):
-    with pytest.raises(ConfigError, match=f"data.{key}"):
-        resolve_augment(DataConfig(name="digits", **{key: value}))
+    """Checked once, by the schema rules (resolve_augment trusts a validated config)."""
+    with pytest.raises(ConfigError, match=f"^data.{key} must be "):
+        validate(Config(data=DataConfig(name="digits", **{key: value})))

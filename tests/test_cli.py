@@ -27,9 +27,11 @@ def run_main(capsys, *argv):
      ["/nonexistent/fm", "apt-get install dataset-fashion-mnist", "data.root"]),
     (["train", "model.name=vit_tiny", "model.patch_size=3"],
      ["model.patch_size=3", "8x8", "1, 2, 4, 8"]),
-    (["train", "train.batch_size=0"], ["train.batch_size must be a positive"]),
-    (["train", "train.batch_size=-4"], ["train.batch_size must be a positive"]),
-    (["config", "show", "sched.name=linear"], ["sched.name='linear'", "cosine"]),
+    (["train", "train.batch_size=0"],
+     ["train.batch_size must be >= 1 (got 0)", "try train.batch_size=128"]),
+    (["train", "train.batch_size=-4"], ["train.batch_size must be >= 1 (got -4)"]),
+    (["config", "show", "sched.name=linear"],
+     ["sched.name must be one of: cosine, constant, step (got 'linear')"]),
     (["eval", "/nonexistent/run"], ["/nonexistent/run"]),
 ])
 def test_bad_input_messages(capsys, tmp_path, argv, expect):

@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT
 
 from trainlab.config.load import all_keys, build_config
-from trainlab.config.validate import validate
+from trainlab.engine.checks import check_config
 
 README = (ROOT / "README.md").read_text()
 
@@ -19,7 +19,7 @@ def test_readme_documents_every_config_key(key):
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_recipes_load_and_validate(recipe: Path):
-    validate(build_config(recipe))
+    check_config(build_config(recipe))
 
 
 def test_readme_names_the_two_commands():

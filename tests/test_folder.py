@@ -355,7 +355,7 @@ def test_digits_resized_and_made_rgb():
     assert torch.equal(d.x_test[:, :1], ref)
     same = load_data(DataConfig(name="digits", image_size=8, channels=1))
     assert torch.equal(same.x_train, base.x_train)
-    with pytest.raises(ConfigError, match="data.channels=2"):
+    with pytest.raises(ConfigError, match=r"data.channels must be one of: 1, 3 \(got 2\)"):
         load_data(DataConfig(name="digits", channels=2))
 
 

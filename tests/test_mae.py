@@ -133,8 +133,8 @@ def test_masks_come_from_the_global_rng_and_eval_is_fixed():
 
 @pytest.mark.parametrize("over,expect", [
     (["model.name=cnn"], ["method.name=mae", "Vision Transformer", "model.name=cnn"]),
-    (["method.mask_ratio=0"], ["method.mask_ratio=0", "(0, 1)"]),
-    (["method.mask_ratio=1"], ["method.mask_ratio=1", "(0, 1)"]),
+    (["method.mask_ratio=0"], ["method.mask_ratio must be in (0, 1) (got 0)"]),
+    (["method.mask_ratio=1"], ["method.mask_ratio must be in (0, 1) (got 1)"]),
     (["method.mask_ratio=0.99"], ["keeps 0 of the 16 patches"]),
     (["method.decoder_heads=3"], ["method.decoder_heads=3", "divide"]),
     (["train.ema_decay=0.99"], ["train.ema_decay", "method.name=mae"]),

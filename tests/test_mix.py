@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from conftest import quick
 
 from trainlab.config.load import build_config
-from trainlab.config.schema import DataConfig
+from trainlab.config.schema import Config, DataConfig
+from trainlab.config.validate import validate
 from trainlab.data.file_loader import FileLoader
 from trainlab.data.loader import DeviceLoader
 from trainlab.data.mix import MixSpec, mix_batch, mix_generator, resolve_mix
@@ -114,8 +115,8 @@ def test_resolve_mix_switches_and_checks():
                      ({"cutmix_alpha": float("nan")}, "data.cutmix_alpha"),
                      ({"mix_prob": 1.5}, "data.mix_prob"),
                      ({"mix_switch_prob": -0.1}, "data.mix_switch_prob")]:
-        with pytest.raises(ConfigError, match=key):
-            resolve_mix(DataConfig(**bad), K)
+        with pytest.raises(ConfigError, match=key):  # the schema rule, checked before building
+            validate(Config(data=DataConfig(**bad)))
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.config.schema import ModelConfig
+from trainlab.config.schema import Config, ModelConfig
+from trainlab.config.validate import validate
 from trainlab.errors import ConfigError
 from trainlab.models import ImageSpec, build_model, count_params, list_models
 from trainlab.models.layers import Attention, DropPath
@@ -100,8 +101,11 @@ def test_cnn_never_pools_below_one_pixel() -> None:
 
 
 def test_cnn_rejects_empty_widths() -> None:
-    with pytest.raises(ConfigError, match=r"model\.widths"):
-        build_model(ModelConfig(name="cnn", widths=[]), ImageSpec(1, 8, 8, 10))
+    """Checked once, by the schema rule of model.widths (the builder trusts it)."""
+    with pytest.raises(ConfigError, match=r"model\.widths must list at least 1 value"):
+        validate(Config(model=ModelConfig(name="cnn", widths=[])))
+    with pytest.raises(ConfigError, match=r"model\.widths must list values >= 1 each"):
+        validate(Config(model=ModelConfig(name="cnn", widths=[32, 0])))
 
 
 # ---------------------------------------------------------------- resnet
@@ -182,8 +186,8 @@ def test_vit_heads_must_divide_dim() -> None:
 
 
 def test_vit_rejects_unknown_pool() -> None:
-    with pytest.raises(ConfigError, match=r"model\.pool"):
-        build_model(small_cfg("vit_tiny", pool="max"), ImageSpec(1, 8, 8, 10))
+    with pytest.raises(ConfigError, match=r"model\.pool must be one of: cls, mean"):
+        validate(Config(model=small_cfg("vit_tiny", pool="max")))
 
 
 def test_vit_drop_path_increases_linearly_over_depth() -> None:

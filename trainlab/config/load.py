@@ -144,6 +144,11 @@ def _check_key(key: str, source: str) -> tuple[str, str]:
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """Read a recipe YAML into {dotted key: raw value}."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(
+            f"Recipe '{path}' is a folder, not a file. Pass the path of a YAML recipe file "
+            f"(e.g. recipes/digits_cnn.yaml), or no recipe to use the defaults."
+        )
     if not p.is_file():
         hint = "" if p.suffix in (".yaml", ".yml") else " Recipes are YAML files (.yaml)."
         raise ConfigError(
@@ -151,7 +156,19 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
             f"(see the recipes/ folder for examples), or no recipe to use the defaults."
         )
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(
+            f"Cannot read recipe file '{path}': {e.strerror or e}. Check its permissions "
+            f"(it must be readable by you)."
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"Recipe file '{path}' is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+            f"{e.start} cannot be decoded). Save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         msg = str(e).replace("\n", " ")
         raise ConfigError(f"Recipe file '{path}' is not valid YAML: {msg}") from None
@@ -161,10 +178,18 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         )
     flat: dict[str, Any] = {}
     for section, body in data.items():
+        if section not in SECTIONS:
+            near = _closest(str(section), all_keys() if not isinstance(body, dict)
+                            else list(SECTIONS))
+            raise ConfigError(
+                f"Recipe '{path}' has an unknown top-level section '{section}'.{near} A recipe "
+                f"maps sections ({', '.join(SECTIONS)}) to their keys, e.g. 'optim: {{lr: 0.1}}'."
+            )
         if not isinstance(body, dict):
             raise ConfigError(
-                f"In recipe '{path}', '{section}' must be a section mapping keys to values, "
-                f"for example:\n  {section}:\n    key: value".replace("\n", " ")
+                f"In recipe '{path}', '{section}' must be a section mapping keys to values "
+                f"(got {body!r}), e.g. '{section}: {{key: value}}' or one 'key: value' per "
+                f"indented line below '{section}:'."
             )
         for name, value in body.items():
             flat[f"{section}.{name}"] = value

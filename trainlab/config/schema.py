@@ -1,139 +1,200 @@
 """Typed config schema: one frozen dataclass per component, grouped in `Config`.
 
 Every field here is a config key (`section.field`); its type is what overrides are parsed into,
-and its default is what `trainlab train` with no arguments uses. `None` means "derived from the
-data or model" (the derived value is computed in one place and logged, never written back).
+its default is what `trainlab train` with no arguments uses, and its rule (`trainlab.config.rules`:
+range, choices or pattern, with a suggestion) is the one place its allowed values are stated;
+`trainlab.config.validate` checks them. `None` means "derived from the data or model" (the
+derived value is computed in one place and logged, never written back) and is always allowed
+where the type is optional. No float key takes nan or inf: each has a finite meaning (0 is the
+"off" value where there is one; "no limit" has its own switch, e.g. data.in_memory=true).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trainlab.config.rules import INT64_MAX, choices, free, key, pattern, rng
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant", "step")
+PRECISIONS = ("fp32", "bf16", "fp16")
+POOLS = ("cls", "mean")
+AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")
+
+_SWITCH = "a switch: true and false are both valid"
+_PATH = "a path, checked when it is used"
+_SEED = "any integer from 0 to 2**63-1 (seeds are 64-bit), e.g. 0"
+_PROB = "it is a probability"
+_JITTER = "0 turns it off, 0.2 is usual"
+
 
 @dataclass(frozen=True)
 class RunConfig:
-    dir: str | None = None  # output folder; None -> runs/<recipe>-<timestamp>
-    seed: int = 0
-    resume: str | None = None  # checkpoint file, run dir, or "auto" (latest in run.dir, if any)
-    overwrite: bool = False  # start over in a run.dir that holds a run (deletes its results)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    log_every: int = 50  # optimizer steps between train-metric records
-    progress: bool = True  # console progress bar (only drawn when stderr is a terminal)
-    tensorboard: bool = True
-    max_requeues: int = 3  # Slurm: times a run requeues itself on USR1/SIGTERM; 0 -> never
-    dist_timeout_s: float = 60.0  # a rank that fails or stops responding ends the others
+    dir: str | None = key(None, free(_PATH))  # output folder; None -> runs/<recipe>-<timestamp>
+    seed: int = key(0, rng(0, INT64_MAX, hint=_SEED))
+    # checkpoint file, run dir, or "auto" (latest in run.dir, if any)
+    resume: str | None = key(None, free("a checkpoint, run folder or auto, checked at start"))
+    overwrite: bool = key(False, free(_SWITCH))  # start over in a run.dir holding a run
+    device: str = key("auto", pattern(r"auto|cpu|mps|cuda(:[0-9]+)?",
+                                      "auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps",
+                                      "auto picks cuda, then mps, then cpu"))
+    log_every: int = key(50, rng(1, hint="optimizer steps between train records, e.g. 50"))
+    progress: bool = key(True, free(_SWITCH))  # progress bar (only drawn when stderr is a tty)
+    tensorboard: bool = key(True, free(_SWITCH))
+    # Slurm: times a run requeues itself on USR1/SIGTERM; 0 -> never
+    max_requeues: int = key(3, rng(0, hint="0 never requeues"))
+    # a rank that fails or stops responding ends the others
+    dist_timeout_s: float = key(60.0, rng(0, lo_open=True, hint="seconds, e.g. 60"))
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"  # digits | fashion-mnist | mnist | cifar10 | cifar100 | folder | npz
-    root: str | None = None  # data folder; None -> the data set's usual place
-    val_fraction: float = 0.1  # of the training split, stratified, fixed seed
-    test_fraction: float = 0.2  # only for data sets without an official test split (digits)
-    split_seed: int = 0  # seed of the val/test carve-out (independent of run.seed)
-    augment: bool = True  # master switch for training augmentation
-    crop_padding: int | None = None  # random crop after zero padding, pixels; None -> data default
-    flip: bool | None = None  # random horizontal flip; None -> data default (off for digits)
-    rotate_deg: float | None = None  # uniform rotation in [-deg, deg]; None -> data default
-    brightness: float | None = None  # factor uniform in [1-b, 1+b]; None -> data default
-    contrast: float | None = None  # factor uniform in [1-c, 1+c]; None -> data default
-    labels_fraction: float = 1.0  # class-balanced share of the training labels used (e.g. 0.01)
+    # digits | fashion-mnist | mnist | cifar10 | cifar100 | folder | npz (checked by the registry)
+    name: str = key("digits", free("a data set name, checked against the registered data sets"))
+    root: str | None = key(None, free(_PATH))  # data folder; None -> the data set's usual place
+    val_fraction: float = key(0.1, rng(0, 1, hi_open=True,  # of the training split, stratified
+                                       hint="0 means no validation split, 0.1 is usual"))
+    # only for data sets without an official test split (digits)
+    test_fraction: float = key(0.2, rng(0, 1, lo_open=True, hi_open=True, hint="e.g. 0.2"))
+    split_seed: int = key(0, rng(0, INT64_MAX, hint=_SEED))  # val/test carve-out (not run.seed)
+    augment: bool = key(True, free(_SWITCH))  # master switch for training augmentation
+    # random crop after zero padding, pixels; None -> data default
+    crop_padding: int | None = key(None, rng(0, hint="0 turns it off; null = data default"))
+    flip: bool | None = key(None, free(_SWITCH))  # random horizontal flip; None -> data default
+    # uniform rotation in [-deg, deg]; None -> data default
+    rotate_deg: float | None = key(None, rng(0, 180, hint="degrees; 0 turns it off"))
+    # factor uniform in [1-b, 1+b]; None -> data default
+    brightness: float | None = key(None, rng(0, 1, hi_open=True, hint=_JITTER))
+    # factor uniform in [1-c, 1+c]; None -> data default
+    contrast: float | None = key(None, rng(0, 1, hi_open=True, hint=_JITTER))
+    # class-balanced share of the training labels used (e.g. 0.01)
+    labels_fraction: float = key(1.0, rng(0, 1, lo_open=True,
+                                          hint="1 uses every label, 0.01 keeps 1% per class"))
     # formats and conversion at load
-    download: bool = False  # fetch the official archives (checksummed) when files are missing
-    coarse_labels: bool = False  # cifar100: the 20 superclasses instead of the 100 classes
-    image_size: int | None = None  # resize every image to image_size x image_size at load
-    channels: int | None = None  # 1 or 3: convert grey <-> RGB at load; None -> as stored
-    skip_bad_files: bool = False  # folder: skip and count unreadable images instead of failing
-    cache_dir: str | None = None  # decoded-image cache; None -> $XDG_CACHE_HOME/trainlab
+    download: bool = key(False, free(_SWITCH))  # fetch the official archives when missing
+    # cifar100: the 20 superclasses instead of the 100 classes (only with data.name=cifar100)
+    coarse_labels: bool = key(False, free(_SWITCH))
+    # resize every image to image_size x image_size at load
+    image_size: int | None = key(None, rng(1, hint="pixels, e.g. 32; null keeps the stored size"))
+    # convert grey <-> RGB at load; None -> as stored
+    channels: int | None = key(None, choices(1, 3, hint="1 is grey, 3 is RGB, null keeps them"))
+    skip_bad_files: bool = key(False, free(_SWITCH))  # folder: skip and count unreadable images
+    cache_dir: str | None = key(None, free(_PATH))  # decoded-image cache; None -> XDG cache
     # loading path
-    in_memory: bool | None = None  # None -> in memory when the decoded set fits in_memory_max_gb
-    in_memory_max_gb: float = 4.0
-    num_workers: int | None = None  # DataLoader workers; None -> the CPUs this process may use
+    in_memory: bool | None = key(None, free(_SWITCH))  # None -> by in_memory_max_gb
+    in_memory_max_gb: float = key(4.0, rng(0, hint="GB of decoded images; 0 keeps files on disk"))
+    # DataLoader workers; None -> the CPUs this process may use
+    num_workers: int | None = key(None, rng(0, hint="0 loads in the training process"))
     # file-backed pipeline only (torchvision.transforms.v2)
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop
-    auto_augment: str = "none"  # none | randaugment | trivialaugment
-    random_erasing: float = 0.0  # probability of RandomErasing per image
+    crop_scale: list[float] = key([0.08, 1.0], rng(  # RandomResizedCrop area [min, max]
+        0, 1, lo_open=True, length=(2, 2), ascending=True,
+        hint="two area fractions [min, max] with 0 < min <= max <= 1, e.g. [0.08, 1.0]"))
+    auto_augment: str = key("none", choices(*AUTO_AUGMENTS, hint="none turns it off"))
+    random_erasing: float = key(0.0, rng(0, 1, hint=_PROB + " per image; 0 turns it off"))
     # batch level, both paths: soft labels
-    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing weight; 0 -> off
-    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) box area; 0 -> off
-    mix_prob: float = 1.0  # probability that a batch is mixed at all
-    mix_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
+    mixup_alpha: float = key(0.0, rng(0, hint="Beta(alpha, alpha); 0 turns it off, 0.2 is usual"))
+    cutmix_alpha: float = key(0.0, rng(0, hint="Beta(alpha, alpha); 0 turns it off, 1 is usual"))
+    mix_prob: float = key(1.0, rng(0, 1, hint=_PROB + " that a batch is mixed"))
+    # with both on: probability of cutmix instead of mixup
+    mix_switch_prob: float = key(0.5, rng(0, 1, hint=_PROB + " of CutMix over Mixup"))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "cnn"  # see `trainlab models`
-    init: str | None = None  # pretrained encoder: a checkpoint .pt or a run dir
-    hidden: list[int] = field(default_factory=lambda: [512, 256])  # mlp hidden sizes
-    widths: list[int] | None = None  # cnn stage widths; None -> model default
-    stem_stride: int = 1  # cnn stem conv stride: 1 | 2 (2 -> stages start at half size)
-    dropout: float = 0.0  # before the classifier (and between mlp layers)
-    image_size: int | None = None  # None -> the data's image size
-    patch_size: int = 4  # vit patch side, pixels; must divide the image size
-    depth: int | None = None  # vit blocks; None -> variant default
-    dim: int | None = None  # vit token width; None -> variant default
-    heads: int | None = None  # vit attention heads; None -> variant default
-    mlp_ratio: float = 4.0  # vit MLP hidden = mlp_ratio * dim
-    pool: str = "cls"  # vit classification token: cls | mean
-    drop_path: float = 0.0  # vit stochastic depth rate (max, linear over depth)
+    name: str = key("cnn", free("a model name, checked against `trainlab models`"))
+    init: str | None = key(None, free(_PATH))  # pretrained encoder: checkpoint .pt or run dir
+    hidden: list[int] = key([512, 256], rng(  # mlp hidden sizes ([] = a linear classifier)
+        1, hint="each a positive layer width, e.g. model.hidden=[512,256]"))
+    widths: list[int] | None = key(None, rng(  # cnn stage widths; None -> model default
+        1, length=(1, None), hint="at least one positive stage width, e.g. [32,64,128]"))
+    # cnn stem conv stride (2 -> stages start at half size)
+    stem_stride: int = key(1, choices(1, 2, hint="2 starts the stages at half size"))
+    # before the classifier (and between mlp layers)
+    dropout: float = key(0.0, rng(0, 1, hi_open=True, hint="0 turns it off, 0.1 is usual"))
+    image_size: int | None = key(None, rng(1, hint="pixels; null = the data's image size"))
+    # vit patch side, pixels; must divide the image size
+    patch_size: int = key(4, rng(1, hint="pixels, a divisor of the image size, e.g. 4"))
+    depth: int | None = key(None, rng(1, hint="vit blocks; null = the variant's"))
+    dim: int | None = key(None, rng(1, hint="vit token width; null = the variant's"))
+    heads: int | None = key(None, rng(1, hint="vit attention heads; null = the variant's"))
+    # vit MLP hidden = mlp_ratio * dim
+    mlp_ratio: float = key(4.0, rng(0, lo_open=True, hint="4 is usual"))
+    pool: str = key("cls", choices(*POOLS, hint="the cls token or the mean of patch tokens"))
+    # vit stochastic depth rate (max, linear over depth)
+    drop_path: float = key(0.0, rng(0, 1, hi_open=True, hint="0 turns it off, 0.1 is usual"))
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    name: str = "supervised"  # supervised | mae | simclr | linear_probe | finetune
-    # mae: masked autoencoder (ViT backbones)
-    mask_ratio: float = 0.75  # share of patches removed per image, in (0, 1)
-    decoder_depth: int = 4
-    decoder_dim: int = 128
-    decoder_heads: int = 4
-    norm_pix_loss: bool = True  # targets: per-patch normalized pixels
-    # simclr: contrastive (CNN and ViT backbones)
-    temperature: float = 0.2  # NT-Xent temperature
-    proj_dim: int = 128  # projection head output
-    proj_hidden: int = 512  # projection head hidden width
+    # supervised | mae | simclr | linear_probe | finetune (checked by the registry)
+    name: str = key("supervised", free("a method name, checked against the registered methods"))
+    # mae: masked autoencoder (ViT backbones); share of patches removed per image
+    mask_ratio: float = key(0.75, rng(0, 1, lo_open=True, hi_open=True, hint="MAE uses 0.75"))
+    decoder_depth: int = key(4, rng(1, hint="decoder blocks, e.g. 4"))
+    decoder_dim: int = key(128, rng(1, hint="decoder token width, e.g. 128"))
+    decoder_heads: int = key(4, rng(1, hint="a divisor of method.decoder_dim, e.g. 4"))
+    norm_pix_loss: bool = key(True, free(_SWITCH))  # targets: per-patch normalized pixels
+    # simclr: contrastive (CNN and ViT backbones); NT-Xent temperature
+    temperature: float = key(0.2, rng(0, lo_open=True, hint="SimCLR uses 0.1 to 0.5"))
+    proj_dim: int = key(128, rng(1, hint="projection output width, e.g. 128"))
+    proj_hidden: int = key(512, rng(1, hint="projection hidden width, e.g. 512"))
     # kNN monitor / `trainlab knn`
-    knn_k: int = 20
-    knn_temperature: float = 0.07
-    knn_every: int = 0  # epochs between online kNN accuracy checks during pretraining; 0 -> off
+    knn_k: int = key(20, rng(1, hint="neighbours per query, 20 is usual"))
+    knn_temperature: float = key(0.07, rng(0, lo_open=True, hint="0.07 is usual"))
+    # epochs between online kNN accuracy checks during pretraining; 0 -> off
+    knn_every: int = key(0, rng(0, hint="0 turns the monitor off"))
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "adamw"  # sgd | adam | adamw
-    lr: float = 2e-3  # peak learning rate (after warmup), for the effective batch
-    weight_decay: float = 0.05  # on conv/linear weights only
-    momentum: float = 0.9  # sgd momentum
-    nesterov: bool = False  # sgd only
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw
-    eps: float = 1e-8
-    layer_decay: float = 1.0  # ViT layer-wise lr decay (finetune); 1 -> off
+    name: str = key("adamw", choices(*OPTIMIZERS, hint="adamw is the default"))
+    # peak learning rate (after warmup), for the effective batch
+    lr: float = key(2e-3, rng(0, lo_open=True, hint="try 1e-3 for adamw, 0.1 for sgd"))
+    # on conv/linear weights only
+    weight_decay: float = key(0.05, rng(0, hint="0 turns it off; 0.05 (adamw), 5e-4 (sgd)"))
+    momentum: float = key(0.9, rng(0, 1, hi_open=True, hint="sgd momentum, 0.9 is usual"))
+    nesterov: bool = key(False, free(_SWITCH))  # sgd with optim.momentum > 0 only
+    betas: list[float] = key([0.9, 0.999], rng(  # adam/adamw
+        0, 1, hi_open=True, length=(2, 2), hint="two numbers, e.g. [0.9, 0.999]"))
+    eps: float = key(1e-8, rng(0, lo_open=True, hint="1e-8 is usual"))
+    # ViT layer-wise lr decay (finetune); 1 -> off
+    layer_decay: float = key(1.0, rng(0, 1, lo_open=True,
+                                      hint="1 turns it off; ViT fine-tuning uses 0.65 to 0.75"))
 
 
 @dataclass(frozen=True)
 class SchedConfig:
-    name: str = "cosine"  # cosine | constant | step
-    warmup_epochs: float = 1.0  # linear warmup from warmup_start_factor*lr, fractions allowed
-    warmup_start_factor: float = 0.0
-    min_lr_factor: float = 0.0  # cosine ends at min_lr_factor * lr
+    name: str = key("cosine", choices(*SCHEDULES, hint="cosine is the default"))
+    # linear warmup from warmup_start_factor*lr, fractions allowed; at most train.epochs
+    warmup_epochs: float = key(1.0, rng(0, hint="0 turns warmup off"))
+    warmup_start_factor: float = key(0.0, rng(0, 1, hint="warmup starts at this share of the lr"))
+    # cosine ends at min_lr_factor * lr
+    min_lr_factor: float = key(0.0, rng(0, 1, hint="0 ends the cosine at zero"))
     # step: where lr *= gamma; values < 1 are fractions of training, values >= 1 are epochs
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
-    gamma: float = 0.1  # step: lr multiplier at each milestone
+    milestones: list[float] = key([0.5, 0.75], rng(
+        0, lo_open=True, hint="fractions of training (< 1) or epochs below train.epochs"))
+    gamma: float = key(0.1, rng(0, 1, lo_open=True, hint="the lr multiplier, 0.1 is usual"))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 12
-    batch_size: int = 64  # images per forward pass (all processes together)
-    accum_steps: int = 1  # forward passes per optimizer step; effective batch = batch_size*accum
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0  # max global grad norm; 0 -> off
-    eval_batch_size: int = 512
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a GradScaler)
-    channels_last: bool = False  # NHWC memory format for CNNs (faster convs on GPUs)
-    compile: bool = False  # torch.compile the training forward; checkpoints keep plain keys
-    ema_decay: float = 0.0  # EMA of the weights, evaluated and saved beside them; 0 -> off
-    sync_bn: bool = False  # SyncBatchNorm across processes (distributed runs)
-    tf32: bool = False  # allow TF32 matmuls/convolutions on NVIDIA GPUs (faster, ~1e-3 rel.)
+    epochs: int = key(12, rng(1, hint="e.g. train.epochs=12"))
+    # images per forward pass (all processes together)
+    batch_size: int = key(64, rng(1, hint="try train.batch_size=128"))
+    # forward passes per optimizer step; effective batch = batch_size*accum
+    accum_steps: int = key(1, rng(1, hint="1 steps after every batch"))
+    label_smoothing: float = key(0.0, rng(0, 1, hi_open=True, hint="0.1 is a common choice"))
+    # max global grad norm; 0 -> off
+    grad_clip: float = key(0.0, rng(0, hint="0 turns it off, 1.0 is usual"))
+    eval_batch_size: int = key(512, rng(1, hint="e.g. 512"))
+    # autocast; fp16 adds a GradScaler
+    precision: str = key("fp32", choices(*PRECISIONS, hint="bf16 also works on CPUs"))
+    channels_last: bool = key(False, free(_SWITCH))  # NHWC memory format for CNNs
+    compile: bool = key(False, free(_SWITCH))  # torch.compile the training forward
+    # EMA of the weights, evaluated and saved beside them; 0 -> off
+    ema_decay: float = key(0.0, rng(0, 1, hi_open=True, hint="0 turns it off, 0.999 is usual"))
+    sync_bn: bool = key(False, free(_SWITCH))  # SyncBatchNorm across processes
+    tf32: bool = key(False, free(_SWITCH))  # TF32 matmuls/convolutions on NVIDIA GPUs
 
 
 @dataclass(frozen=True)

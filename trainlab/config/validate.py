@@ -1,9 +1,111 @@
-"""Value checks that need more than a type: ranges and names picked from registries."""
+"""Value checks beyond types: every key against the rule stated next to it in `schema.py`
+(range, choices, pattern, list length), then the rules that tie keys together.
+
+A leaf: it imports only the schema. Names picked from registries (model.name, data.name,
+method.name) are checked by `trainlab.engine.checks.check_config`, which calls `validate` first.
+"""
 
 from __future__ import annotations
 
-from trainlab.config.schema import Config
+import dataclasses
+import math
+import re
+from typing import Any
+
+from trainlab.config.rules import INT64_MAX, Rule, rule_of
+from trainlab.config.schema import SECTIONS, Config
 from trainlab.errors import ConfigError
+
+
+def _num(v: float) -> str:
+    """A bound or value as users write it: 0, 0.5, 1e-08, 2**63-1, inf."""
+    if v == INT64_MAX:
+        return "2**63-1"
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 1e16):
+        return str(int(v))
+    short = f"{v:g}"
+    return short if float(short) == v or v != v else repr(v)  # never round a value away
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _num(value)
+    return str(value)
+
+
+def _allowed(rule: Rule) -> str:
+    """The rule in words with exact numbers, e.g. "in [0, 1]", "> 0", "one of: sgd, adam"."""
+    if rule.choices is not None:
+        return "one of: " + ", ".join(str(c) for c in rule.choices)
+    if rule.pattern is not None:
+        return rule.shown
+    lo, hi = rule.lo, rule.hi
+    if lo is not None and hi is not None:
+        return (f"in {'(' if rule.lo_open else '['}{_num(lo)}, {_num(hi)}"
+                f"{')' if rule.hi_open else ']'}")
+    if lo is not None:
+        return f"{'>' if rule.lo_open else '>='} {_num(lo)}"
+    if hi is not None:
+        return f"{'<' if rule.hi_open else '<='} {_num(hi)}"
+    return "any number"
+
+
+def _fail(key: str, what: str, value: Any, rule: Rule) -> ConfigError:
+    hint = f"; {rule.hint}" if rule.hint else ""
+    return ConfigError(f"{key} {what} (got {_show(value)}){hint}.")
+
+
+def _check_number(key: str, v: Any, rule: Rule, whole: list | None = None) -> None:
+    """`v` alone, or an element of the list `whole` (which the message then quotes)."""
+    shown = v if whole is None else whole
+    if isinstance(v, float) and not math.isfinite(v):
+        raise _fail(key, f"must be a finite number {_allowed(rule)}", shown, rule)
+    if not rule.admits(v):
+        raise _fail(key, f"must be {_allowed(rule)}" if whole is None else
+                    f"must list values {_allowed(rule)} each", shown, rule)
+    if isinstance(v, int) and rule.hi is None and not -INT64_MAX - 1 <= v <= INT64_MAX:
+        raise _fail(key, "must be at most 2**63-1, the largest 64-bit integer", shown, rule)
+
+
+def check_value(key: str, value: Any, rule: Rule) -> None:
+    """ConfigError naming `key`, `value`, what is allowed and a suggestion, unless `value`
+    (already of the key's type, see `load.coerce`) follows `rule`. None is always allowed
+    (the type says whether a key may be null)."""
+    if value is None or rule.free:
+        return
+    if rule.choices is not None:
+        if value not in rule.choices:
+            raise _fail(key, f"must be {_allowed(rule)}", value, rule)
+        return
+    if rule.pattern is not None:
+        if not re.fullmatch(rule.pattern, str(value)):
+            raise _fail(key, f"must be {_allowed(rule)}", value, rule)
+        return
+    if isinstance(value, list):
+        lo, hi = rule.length or (0, None)
+        if len(value) < lo or (hi is not None and len(value) > hi):
+            count = (f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None
+                     else f"{lo} to {hi}")
+            plural = "" if lo == 1 and hi in (1, None) else "s"
+            raise _fail(key, f"must list {count} value{plural}", value, rule)
+        for v in value:
+            _check_number(key, v, rule, whole=value)
+        if rule.ascending and any(a > b for a, b in zip(value, value[1:], strict=False)):
+            raise _fail(key, "must be in ascending order", value, rule)
+        return
+    _check_number(key, value, rule)
+
+
+def check_keys(body: Any, section: str, *names: str) -> None:
+    """Check some keys of one section object against their schema rules, e.g.
+    `check_keys(data_cfg, "data", "val_fraction")` where a DataConfig arrives without a full
+    Config (`load_data` called directly)."""
+    for name in names:
+        check_value(f"{section}.{name}", getattr(body, name), rule_of(SECTIONS[section], name))
 
 
 def _need(ok: bool, msg: str) -> None:
@@ -11,51 +113,34 @@ def _need(ok: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def validate(cfg: Config) -> None:
-    """Raise ConfigError with a one-paragraph message for the first invalid value."""
-    from trainlab.data.sources import source_names
-    from trainlab.methods import method_names
-    from trainlab.models import list_models
-    from trainlab.optim.factory import NAMES as OPTIMS
-    from trainlab.optim.schedule import NAMES as SCHEDS
+def _cross_checks(cfg: Config) -> None:
+    """Rules between keys (each key alone is already valid)."""
+    d, m, o, s, t = cfg.data, cfg.model, cfg.optim, cfg.sched, cfg.train
+    _need(s.warmup_epochs <= t.epochs, f"sched.warmup_epochs={_num(s.warmup_epochs)} is longer "
+          f"than training (train.epochs={t.epochs}); use a shorter warmup.")
+    late = [v for v in s.milestones if v >= 1 and v >= t.epochs]
+    _need(not late, f"sched.milestones={_show(s.milestones)}: the epoch milestones "
+          f"{_show(late)} are not below train.epochs={t.epochs}, so they would never apply; "
+          f"use epochs below {t.epochs} or fractions of training (< 1) such as [0.5, 0.75].")
+    _need(not o.nesterov or o.name == "sgd", f"optim.nesterov=true applies to optim.name=sgd "
+          f"only (got optim.name={o.name}); set optim.name=sgd, or optim.nesterov=false.")
+    _need(not o.nesterov or o.momentum > 0, f"optim.nesterov=true needs optim.momentum > 0 (got "
+          f"{_num(o.momentum)}); set optim.momentum=0.9, or optim.nesterov=false.")
+    mm = cfg.method
+    _need(mm.decoder_dim % mm.decoder_heads == 0, f"method.decoder_heads={mm.decoder_heads} "
+          f"must divide method.decoder_dim={mm.decoder_dim}; e.g. decoder_dim=128 with "
+          f"decoder_heads=4.")
+    _need(m.dim is None or m.heads is None or m.dim % m.heads == 0, f"model.heads={m.heads} "
+          f"must divide model.dim={m.dim}; e.g. model.dim=192 with model.heads=3.")
+    _need(not d.coarse_labels or d.name == "cifar100", f"data.coarse_labels=true only applies "
+          f"to data.name=cifar100 (got data.name={d.name}); set data.coarse_labels=false.")
 
-    t, d, m = cfg.train, cfg.data, cfg.model
-    models = [name for name, _, _ in list_models()]
-    _need(m.name in models, f"Unknown model model.name={m.name!r}. Valid names: "
-          f"{', '.join(models)} (`trainlab models` lists them with sizes).")
-    _need(d.name in source_names(), f"Unknown data set data.name={d.name!r}. Valid names: "
-          f"{', '.join(source_names())}.")
-    _need(cfg.method.name in method_names(), f"Unknown method method.name={cfg.method.name!r}. "
-          f"Valid names: {', '.join(method_names())}.")
-    _need(cfg.optim.name in OPTIMS, f"Unknown optimizer optim.name={cfg.optim.name!r}. "
-          f"Valid names: {', '.join(OPTIMS)}.")
-    _need(cfg.sched.name in SCHEDS, f"Unknown schedule sched.name={cfg.sched.name!r}. "
-          f"Valid names: {', '.join(SCHEDS)}.")
-    _need(t.batch_size > 0, f"train.batch_size must be a positive number of images (got "
-          f"{t.batch_size}); try train.batch_size=128.")
-    _need(t.eval_batch_size > 0,
-          f"train.eval_batch_size must be positive (got {t.eval_batch_size}).")
-    _need(t.epochs > 0, f"train.epochs must be at least 1 (got {t.epochs}).")
-    _need(t.accum_steps >= 1, f"train.accum_steps must be at least 1 (got {t.accum_steps}).")
-    _need(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1) (got "
-          f"{t.label_smoothing}); 0.1 is a common choice.")
-    _need(t.grad_clip >= 0, f"train.grad_clip must be >= 0, 0 meaning off (got {t.grad_clip}).")
-    _need(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1) (got {d.val_fraction}).")
-    _need(0 < d.test_fraction < 1, f"data.test_fraction must be in (0, 1) (got {d.test_fraction}).")
-    _need(cfg.optim.lr > 0, f"optim.lr must be positive (got {cfg.optim.lr}).")
-    _need(cfg.run.log_every >= 1, f"run.log_every must be at least 1 (got {cfg.run.log_every}).")
-    _need(m.patch_size > 0, f"model.patch_size must be positive (got {m.patch_size}).")
-    _need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1) (got {m.dropout}).")
-    _need(m.pool in ("cls", "mean"), f"model.pool must be cls or mean (got {m.pool!r}).")
-    _need(t.precision in ("fp32", "bf16", "fp16"), f"train.precision must be fp32, bf16 or "
-          f"fp16 (got {t.precision!r}).")
-    _need(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1), 0 meaning off (got "
-          f"{t.ema_decay}); 0.999 is a common choice.")
-    _need(cfg.run.max_requeues >= 0, f"run.max_requeues must be 0 or more (got "
-          f"{cfg.run.max_requeues}).")
-    _need(cfg.run.dist_timeout_s > 0, f"run.dist_timeout_s must be positive (got "
-          f"{cfg.run.dist_timeout_s}).")
-    _need(cfg.sched.warmup_epochs >= 0, f"sched.warmup_epochs must be >= 0 (got "
-          f"{cfg.sched.warmup_epochs}).")
-    _need(cfg.sched.warmup_epochs <= t.epochs, f"sched.warmup_epochs={cfg.sched.warmup_epochs} "
-          f"is longer than training (train.epochs={t.epochs}); use a shorter warmup.")
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError with a one-paragraph message for the first invalid value: every key
+    against its schema rule, in schema order, then the rules between keys."""
+    for section, cls in SECTIONS.items():
+        body = getattr(cfg, section)
+        for f in dataclasses.fields(cls):
+            check_value(f"{section}.{f.name}", getattr(body, f.name), f.metadata["rule"])
+    _cross_checks(cfg)

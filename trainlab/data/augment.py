@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from trainlab.config.schema import DataConfig
 from trainlab.data.sources import augment_defaults
-from trainlab.errors import ConfigError
 
 PARAM_COLUMNS = ("dx_px", "dy_px", "flip", "angle_deg", "brightness", "contrast")
 NEUTRAL_PARAMS = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
@@ -64,30 +63,16 @@ class AugmentSpec:
         return self.geometric or self.photometric
 
 
-def _check_range(key: str, value: float, low: float, high: float, high_open: bool) -> None:
-    inside = low <= value < high if high_open else low <= value <= high
-    if not inside or math.isnan(value):
-        bracket = ")" if high_open else "]"
-        raise ConfigError(f"data.{key}={value} is out of range: it must be in "
-                          f"[{low:g}, {high:g}{bracket}.")
-
-
 def resolve_augment(cfg: DataConfig) -> AugmentSpec:
     """The augmentation to use: `cfg` values, None -> the data set's default (`augment_defaults`).
 
-    `cfg.augment=False` turns everything off. Values are checked even then: crop_padding >= 0
-    (integer), rotate_deg in [0, 180], brightness and contrast in [0, 1).
+    `cfg.augment=False` turns everything off. `cfg` is validated (`trainlab.config.validate`):
+    crop_padding >= 0, rotate_deg in [0, 180], brightness and contrast in [0, 1).
     """
     defaults = augment_defaults(cfg.name)
     values = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else d)
               for k, d in defaults.items()}
-    pad = values["crop_padding"]
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise ConfigError(f"data.crop_padding={pad!r} is invalid: it must be an integer >= 0 "
-                          "(pixels of zero padding before the random crop; 0 turns it off).")
-    _check_range("rotate_deg", float(values["rotate_deg"]), 0.0, 180.0, high_open=False)
-    _check_range("brightness", float(values["brightness"]), 0.0, 1.0, high_open=True)
-    _check_range("contrast", float(values["contrast"]), 0.0, 1.0, high_open=True)
+    pad = int(values["crop_padding"])
     if not cfg.augment:
         return AugmentSpec(crop_padding=0, flip=False, rotate_deg=0.0, brightness=0.0,
                            contrast=0.0)

@@ -27,21 +27,6 @@ GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", 
 _SIXTEEN_BIT = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
-def check_conversion(image_size: int | None, channels: int | None) -> None:
-    """ConfigError unless data.image_size is None or a positive int and data.channels is None,
-    1 or 3."""
-    if channels not in (None, 1, 3):
-        raise ConfigError(
-            f"data.channels={channels!r} is not supported: use data.channels=1 (grey), "
-            f"data.channels=3 (RGB), or leave it unset (null) to keep the stored channels."
-        )
-    if image_size is not None and image_size <= 0:
-        raise ConfigError(
-            f"data.image_size={image_size} must be a positive number of pixels (images become "
-            f"image_size x image_size), e.g. data.image_size=32; or leave it unset (null)."
-        )
-
-
 def to_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
     """x: uint8 [N, C, H, W] -> uint8 [N, channels, H, W]; a no-op for None or the same C.
 

@@ -31,7 +31,6 @@ from trainlab.data.mix import MixSpec, mix_batch, mix_generator
 from trainlab.data.sources.base import ImageFiles
 from trainlab.errors import ConfigError
 
-AUTO_AUGMENT = ("none", "randaugment", "trivialaugment")
 _MASK64 = 2**64 - 1
 
 
@@ -81,21 +80,10 @@ def resolve_pipeline(cfg: DataConfig, shape: tuple[int, ...], train: bool) -> Pi
     Output size is `data.image_size` squared, else the stored size. Training augmentation uses
     data.flip/rotate_deg/brightness/contrast (None -> the data set's default), data.crop_scale,
     data.auto_augment and data.random_erasing; `data.augment=false` or `train=False` turns it off.
+    `cfg` is validated (`trainlab.config.validate`): crop_scale, random_erasing... in range.
     """
-    if cfg.auto_augment not in AUTO_AUGMENT:
-        raise ConfigError(f"Unknown data.auto_augment={cfg.auto_augment!r}. Valid values: "
-                          f"{', '.join(AUTO_AUGMENT)}.")
     scale = tuple(float(v) for v in cfg.crop_scale)
-    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-        raise ConfigError(f"data.crop_scale={list(cfg.crop_scale)} is invalid: it must be two "
-                          f"area fractions [min, max] with 0 < min <= max <= 1, e.g. [0.08, 1.0].")
-    if not 0 <= cfg.random_erasing <= 1:
-        raise ConfigError(f"data.random_erasing={cfg.random_erasing} is out of range: it must "
-                          f"be a probability in [0, 1].")
     if cfg.image_size is not None:
-        if cfg.image_size <= 0:
-            raise ConfigError(f"data.image_size={cfg.image_size} must be a positive number of "
-                              f"pixels.")
         size = (int(cfg.image_size), int(cfg.image_size))
     elif shape[2] > 0 and shape[3] > 0:
         size = (int(shape[2]), int(shape[3]))
@@ -270,9 +258,6 @@ class FileLoader(BatchesBase):
             raise ConfigError("The images of this data set have different sizes; set "
                               "data.image_size (e.g. data.image_size=224).")
         workers = default_num_workers() if num_workers is None else num_workers
-        if workers < 0:
-            raise ConfigError(f"data.num_workers={workers} is invalid: use 0 (load in the "
-                              f"training process) or more.")
         self.x = x.cpu() if isinstance(x, Tensor) else x
         self.y = y.cpu()
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed

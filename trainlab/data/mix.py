@@ -40,18 +40,9 @@ def resolve_mix(cfg: DataConfig, num_classes: int) -> MixSpec | None:
     """The mixing to apply to training batches, or None when off.
 
     Off when both `data.mixup_alpha` and `data.cutmix_alpha` are 0 or `data.augment=false`.
-    Values are checked even then: alphas >= 0, mix_prob and mix_switch_prob in [0, 1].
+    `cfg` is validated (`trainlab.config.validate`): alphas >= 0, mix_prob and mix_switch_prob
+    in [0, 1].
     """
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        v = float(getattr(cfg, key))
-        if not v >= 0 or math.isinf(v):
-            raise ConfigError(f"data.{key}={v} is invalid: it must be a number >= 0 (the Beta"
-                              f"(alpha, alpha) shape; 0 turns it off, 0.2-1.0 are usual).")
-    for key in ("mix_prob", "mix_switch_prob"):
-        v = float(getattr(cfg, key))
-        if not 0 <= v <= 1:
-            raise ConfigError(f"data.{key}={v} is out of range: it must be a probability in "
-                              f"[0, 1].")
     if not cfg.augment or (cfg.mixup_alpha == 0 and cfg.cutmix_alpha == 0):
         return None
     if num_classes < 2:

@@ -1,10 +1,47 @@
-"""Placeholder: replaced by the config-validation branch (check_config)."""
+"""The one config check every command runs before it reads data: `check_config`.
+
+`trainlab.config.validate` checks every key against its schema rule and the rules between keys
+(a leaf, no registry); this module adds the names picked from the registries (data sets,
+models, methods), which only a floor above data/models/methods may import. `config show`,
+`data preview-augment`, `train`, `lr-find`, `submit` and sweep points all call it, so they
+accept and reject the same configs with the same messages.
+"""
 
 from __future__ import annotations
 
 from trainlab.config.schema import Config
 from trainlab.config.validate import validate
+from trainlab.data.sources import source_names
+from trainlab.errors import ConfigError
+from trainlab.methods import method_names
+from trainlab.methods.simclr import SELF_SUPERVISED, check_ssl_options
+from trainlab.models import list_models
+
+
+def _known(key: str, value: str, valid: list[str], what: str, hint: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"Unknown {what} {key}={value!r}. Valid names: {', '.join(valid)}"
+                          f"{hint}.")
 
 
 def check_config(cfg: Config) -> None:
+    """ConfigError (one paragraph: the key, the bad value, what is allowed, a suggestion) for
+    the first invalid value of `cfg`: `validate(cfg)`, then model.name, data.name and
+    method.name against the registered names, and the method's needs that the config alone
+    decides (mae: a ViT backbone; mae/simclr: no train.ema_decay). Reads no data, writes
+    nothing."""
     validate(cfg)
+    _known("model.name", cfg.model.name, [name for name, _, _ in list_models()], "model",
+           " (`trainlab models` lists them with sizes)")
+    _known("data.name", cfg.data.name, source_names(), "data set",
+           " (the README's Data section describes each)")
+    _known("method.name", cfg.method.name, method_names(), "method",
+           " (see the README's Self-supervised section)")
+    family = {name: fam for name, fam, _ in list_models()}[cfg.model.name]
+    if cfg.method.name == "mae" and family != "vit":
+        raise ConfigError(
+            f"method.name=mae needs a Vision Transformer backbone (it drops patch tokens), but "
+            f"model.name={cfg.model.name} is a {family} model. Use model.name=vit_tiny (or "
+            f"vit_small / vit_base), or method.name=simclr for CNNs.")
+    if cfg.method.name in SELF_SUPERVISED:
+        check_ssl_options(cfg)

@@ -19,6 +19,7 @@ from trainlab.config.load import merge_overrides
 from trainlab.config.schema import Config
 from trainlab.data.pipeline import DataBundle
 from trainlab.engine.assemble import load_data_and_model
+from trainlab.engine.checks import check_config
 from trainlab.engine.evaluate import extract_features
 from trainlab.engine.pretrained import load_encoder, load_pretrained
 from trainlab.errors import ConfigError
@@ -39,15 +40,6 @@ def knn_predict(queries: Tensor, bank: Tensor, bank_labels: Tensor, num_classes:
         votes.scatter_add_(1, bank_labels[top_idx], (top_sim / temperature).exp())
         preds.append(votes.argmax(dim=1))
     return torch.cat(preds)
-
-
-def check_knn(k: int, temperature: float, key: str = "method.knn_k") -> None:
-    """ConfigError for k < 1 or a non-positive temperature."""
-    if k < 1:
-        raise ConfigError(f"{key}={k} must be at least 1 (neighbours per query; 20 is usual).")
-    if temperature <= 0:
-        raise ConfigError(f"method.knn_temperature={temperature} must be positive (0.07 is "
-                          f"usual).")
 
 
 def knn_accuracy(model: nn.Module, bank_loader: Any, query_loader: Any, num_classes: int,
@@ -71,7 +63,6 @@ class KnnMonitor:
 
     def __init__(self, cfg: Config, data: DataBundle, model: nn.Module) -> None:
         m = cfg.method
-        check_knn(m.knn_k, m.knn_temperature)
         self.every, self.k, self.temperature = m.knn_every, m.knn_k, m.knn_temperature
         self.model, self.num_classes = model, data.num_classes
         bs = cfg.train.eval_batch_size
@@ -93,7 +84,9 @@ def knn_eval(path: str | Path, k: int | None = None,
     pre = load_pretrained(str(path), key="RUN_OR_CHECKPOINT")
     cfg = merge_overrides(pre.cfg, overrides)
     k = cfg.method.knn_k if k is None else k
-    check_knn(k, cfg.method.knn_temperature, key="--k")
+    check_config(cfg)
+    if k < 1:
+        raise ConfigError(f"--k={k} must be at least 1 (neighbours per query; 20 is usual).")
     data, model = load_data_and_model(cfg, (pre.ckpt["data"]["mean"], pre.ckpt["data"]["std"]))
     load_encoder(model, pre, cfg.model.name, key="RUN_OR_CHECKPOINT")
     bs = cfg.train.eval_batch_size

@@ -260,6 +260,7 @@ def evaluate_run(path: str | Path, split: str = "test", which: str = "last",
     """Evaluate a saved run on a split with the normalization stats saved in its checkpoint."""
     cfg, ckpt, p = load_run(path, which)
     cfg = merge_overrides(cfg, overrides)
+    check_config(cfg)
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test (got {split!r}).")
     data, method = load_for_eval(cfg, ckpt, p)

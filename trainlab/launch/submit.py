@@ -15,7 +15,7 @@ from typing import Any
 
 from trainlab.config.load import build_config, dump_yaml
 from trainlab.config.schema import Config
-from trainlab.config.validate import validate
+from trainlab.engine.checks import check_config
 from trainlab.engine.run import resolve_run_dir
 from trainlab.files import atomic_write_json, atomic_write_text, recipe_name
 from trainlab.launch import slurm
@@ -31,7 +31,7 @@ def job_config(cfg: Config, run_dir: Path) -> Config:
     run.resume=auto on its command line; no progress bar in a batch log)."""
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(run_dir),
                                                            resume=None, progress=False))
-    validate(cfg)
+    check_config(cfg)
     return cfg
 
 

@@ -192,17 +192,14 @@ class MAE(Method):
 
 
 def check_mae(cfg: Config, model: nn.Module) -> None:
-    """ConfigError for a backbone or method.* values MAE cannot use."""
+    """ConfigError for a backbone or method.* values MAE cannot use with this model (each
+    key's own range, and decoder_heads dividing decoder_dim, are checked by `validate`)."""
     m = cfg.method
     if not isinstance(model, VisionTransformer):
         raise ConfigError(
             f"method.name=mae needs a Vision Transformer backbone (it drops patch tokens), but "
             f"model.name={cfg.model.name} is a {type(model).__name__}. Use model.name=vit_tiny "
             f"(or vit_small / vit_base), or method.name=simclr for CNNs.")
-    if not 0 < m.mask_ratio < 1:
-        raise ConfigError(
-            f"method.mask_ratio={m.mask_ratio} is out of range: it is the share of patches "
-            f"removed per image and must be in (0, 1); MAE uses 0.75.")
     n = model.num_patches
     keep = round(n * (1 - m.mask_ratio))
     if not 0 < keep < n:
@@ -210,11 +207,6 @@ def check_mae(cfg: Config, model: nn.Module) -> None:
             f"method.mask_ratio={m.mask_ratio} keeps {keep} of the {n} patches per image; at "
             f"least one patch must stay visible and one be removed. Use a ratio between "
             f"{1.5 / n:.3g} and {1 - 1.5 / n:.3g}, or smaller patches (model.patch_size).")
-    if min(m.decoder_dim, m.decoder_depth, m.decoder_heads) < 1 or m.decoder_dim % m.decoder_heads:
-        raise ConfigError(
-            f"method.decoder_dim={m.decoder_dim}, method.decoder_depth={m.decoder_depth}, "
-            f"method.decoder_heads={m.decoder_heads}: all must be at least 1 and decoder_heads "
-            f"must divide decoder_dim (defaults 128, 4, 4).")
     pixels = model.patch_embed.patch_size ** 2 * model.patch_embed.proj.in_channels
     if m.norm_pix_loss and pixels < 2:
         raise ConfigError(

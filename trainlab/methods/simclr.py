@@ -123,6 +123,9 @@ class SimCLR(Method):
         return self._loss(batch[0], torch.Generator().manual_seed(EVAL_SEED), gather=False)
 
 
+SELF_SUPERVISED = ("mae", "simclr")  # the methods whose options `check_ssl_options` limits
+
+
 def check_ssl_options(cfg: Config) -> None:
     """Options the self-supervised methods do not support, as ConfigError."""
     if cfg.train.ema_decay > 0:
@@ -137,10 +140,4 @@ def _simclr(cfg: Config, model: nn.Module) -> Method:
     m = cfg.method
     _check_backbone(model, "simclr")
     check_ssl_options(cfg)
-    if m.temperature <= 0:
-        raise ConfigError(f"method.temperature={m.temperature} must be positive (SimCLR uses "
-                          f"0.1 to 0.5; default 0.2).")
-    if m.proj_dim < 1 or m.proj_hidden < 1:
-        raise ConfigError(f"method.proj_dim={m.proj_dim} and method.proj_hidden={m.proj_hidden} "
-                          f"must be at least 1 (defaults 128 and 512).")
     return SimCLR(model, m.proj_hidden, m.proj_dim, m.temperature)

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from trainlab.config.schema import ModelConfig
-from trainlab.errors import ConfigError
 from trainlab.models.registry import ImageSpec, register
 
 DEFAULT_WIDTHS = [32, 64, 128]
@@ -92,15 +91,5 @@ class SmallCNN(nn.Module):
 def cnn(cfg: ModelConfig, spec: ImageSpec) -> SmallCNN:
     """Build a `SmallCNN` with `cfg.widths` (default [32, 64, 128]) and `cfg.stem_stride`."""
     widths = list(cfg.widths) if cfg.widths is not None else list(DEFAULT_WIDTHS)
-    if not widths or any(w < 1 for w in widths):
-        raise ConfigError(
-            f"model.widths={cfg.widths} must list at least one positive stage width, "
-            f"e.g. model.widths=[32,64,128] (or leave it unset for the default {DEFAULT_WIDTHS})."
-        )
-    if cfg.stem_stride not in (1, 2):
-        raise ConfigError(
-            f"model.stem_stride={cfg.stem_stride} is invalid: use 1 (stages start at full "
-            "size) or 2 (stride-2 stem: stages start at half size, ~4x fewer FLOPs)."
-        )
     return SmallCNN(spec.channels, spec.num_classes, widths, (spec.height, spec.width),
                     cfg.dropout, cfg.stem_stride)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainlab.config.schema import ModelConfig
+from trainlab.config.schema import POOLS, ModelConfig
 from trainlab.errors import ConfigError
 from trainlab.models.layers import Block, PatchEmbed, sincos_2d
 from trainlab.models.registry import ImageSpec, register
 
-POOLS = ("cls", "mean")
 VARIANTS: dict[str, tuple[int, int, int]] = {  # name: (dim, depth, heads)
     "vit_tiny": (192, 12, 3),
     "vit_small": (384, 12, 6),
@@ -139,20 +138,17 @@ def _divisors(n: int) -> list[int]:
 
 
 def _check(cfg: ModelConfig, image_hw: tuple[int, int], dim: int, depth: int, heads: int) -> None:
-    """Raise `ConfigError` (naming the key and the valid choices) for an impossible ViT config."""
+    """Raise `ConfigError` (naming the key and the valid choices) for a ViT config impossible
+    for these images or this variant (each key's own range is checked by `validate`)."""
     h, w = image_hw
     size = f"{h}x{w}"
     p = cfg.patch_size
-    if p < 1 or h % p or w % p:
+    if h % p or w % p:
         fits = [d for d in _divisors(h) if w % d == 0]
         raise ConfigError(
             f"model.patch_size={p} does not divide the image size {size}. "
             f"Patch sizes that divide it: {', '.join(map(str, fits))} "
             "(or change model.image_size)."
-        )
-    if dim < 1 or depth < 1 or heads < 1:
-        raise ConfigError(
-            f"model.dim={dim}, model.depth={depth}, model.heads={heads} must all be at least 1."
         )
     if dim % heads:
         fits = [d for d in _divisors(dim) if d <= 64]
@@ -160,8 +156,6 @@ def _check(cfg: ModelConfig, image_hw: tuple[int, int], dim: int, depth: int, he
             f"model.heads={heads} does not divide model.dim={dim} ({cfg.name}). "
             f"Head counts that divide it: {', '.join(map(str, fits))}."
         )
-    if cfg.pool not in POOLS:
-        raise ConfigError(f"model.pool={cfg.pool!r} is not valid; use one of: {', '.join(POOLS)}.")
 
 
 def build_vit(cfg: ModelConfig, spec: ImageSpec) -> VisionTransformer:

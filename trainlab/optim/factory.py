@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainlab.config.schema import OptimConfig
+from trainlab.config.schema import OPTIMIZERS, OptimConfig
 from trainlab.errors import ConfigError
 
-NAMES = ("sgd", "adam", "adamw")
+NAMES = OPTIMIZERS  # optim.name choices, stated in the schema
 
 
 def _no_decay_names(model: nn.Module) -> set[str]:
@@ -94,21 +94,9 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
     `layer_decay_groups` when optim.layer_decay < 1); lr is set per step.
 
     `model` is the module whose parameters train: the method (model plus any head or decoder
-    of its own) in a run.
+    of its own) in a run. `cfg` is validated (`trainlab.config.validate`): name, lr, betas...
+    are in their schema ranges.
     """
-    if cfg.name not in NAMES:
-        raise ConfigError(
-            f"Unknown optimizer optim.name={cfg.name!r}. Valid names: {', '.join(NAMES)}."
-        )
-    if cfg.lr <= 0:
-        raise ConfigError(
-            f"optim.lr must be positive (got {cfg.lr}); try 1e-3 for adamw, 0.1 for sgd."
-        )
-    if cfg.weight_decay < 0:
-        raise ConfigError(f"optim.weight_decay must be >= 0 (got {cfg.weight_decay}).")
-    if not 0 < cfg.layer_decay <= 1:
-        raise ConfigError(f"optim.layer_decay must be in (0, 1], 1 meaning off (got "
-                          f"{cfg.layer_decay}); fine-tuning ViTs often uses 0.65 to 0.75.")
     if cfg.layer_decay < 1:
         groups = layer_decay_groups(model, cfg.weight_decay, cfg.layer_decay)
     else:
@@ -117,11 +105,7 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
         g.pop("names")
     groups = [g for g in groups if g["params"]]
     if cfg.name == "sgd":
-        if cfg.nesterov and cfg.momentum <= 0:
-            raise ConfigError("optim.nesterov=true needs optim.momentum > 0 (for example 0.9).")
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
-        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {cfg.betas}.")
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
     # fused CUDA kernels when every parameter is on a GPU; PyTorch's foreach path otherwise
     fused = all(p.is_cuda for g in groups for p in g["params"])

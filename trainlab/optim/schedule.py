@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from trainlab.config.schema import SchedConfig
-from trainlab.errors import ConfigError
+from trainlab.config.schema import SCHEDULES, SchedConfig
 
-NAMES = ("cosine", "constant", "step")
+NAMES = SCHEDULES  # sched.name choices, stated in the schema
 
 
 @dataclass(frozen=True)
@@ -49,13 +48,10 @@ class Schedule:
 
 
 def build_schedule(cfg: SchedConfig, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
-    """Turn the epoch-based config into step counts (computed here, once, and logged)."""
-    if cfg.name not in NAMES:
-        raise ConfigError(
-            f"Unknown schedule sched.name={cfg.name!r}. Valid names: {', '.join(NAMES)}."
-        )
-    if cfg.warmup_epochs < 0:
-        raise ConfigError(f"sched.warmup_epochs must be >= 0 (got {cfg.warmup_epochs}).")
+    """Turn the epoch-based config into step counts (computed here, once, and logged).
+
+    `cfg` is validated (`trainlab.config.validate`): name, factors and milestones are in range.
+    """
     total = steps_per_epoch * epochs
     warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
     milestones = tuple(round(m * total) if m < 1 else round(m * steps_per_epoch)

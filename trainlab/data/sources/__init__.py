@@ -7,7 +7,6 @@ from trainlab.data.sources.base import (
     ImageFiles,
     Source,
     augment_defaults,
-    check_fraction,
     get_source,
     load_data,
     make_splits,
@@ -19,7 +18,7 @@ from trainlab.data.sources.base import (
 from trainlab.data.sources.idx import find_idx_files, load_idx_set, read_idx
 
 __all__ = [
-    "SOURCES", "DataSplits", "ImageFiles", "Source", "augment_defaults", "check_fraction",
+    "SOURCES", "DataSplits", "ImageFiles", "Source", "augment_defaults",
     "find_idx_files", "get_source", "load_data", "load_idx_set", "make_splits", "read_idx",
     "register_source", "source_names", "stratified_split", "to_tensors",
 ]

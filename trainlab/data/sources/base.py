@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from trainlab.config.schema import DataConfig
-from trainlab.data.convert import check_conversion, convert_images
+from trainlab.config.validate import check_keys
+from trainlab.data.convert import convert_images
 from trainlab.data.sources.checks import check_splits, warn_classes
 from trainlab.errors import ConfigError
 
@@ -114,13 +115,6 @@ def stratified_split(
     return np.flatnonzero(keep_mask), hold
 
 
-def check_fraction(value: float, key: str, allow_zero: bool) -> None:
-    low_ok = value >= 0 if allow_zero else value > 0
-    if not (low_ok and value < 1):
-        bound = "[0, 1)" if allow_zero else "(0, 1)"
-        raise ConfigError(f"{key}={value} is out of range: it must be in {bound}.")
-
-
 def to_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """x: uint8 [N, C, H, W], y: int [N] -> contiguous torch tensors (uint8, int64)."""
     return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64))
@@ -215,11 +209,6 @@ def labels_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 def _apply_labels_fraction(data: DataSplits, cfg: DataConfig) -> DataSplits:
     """Keep `data.labels_fraction` of every class of the training split (val/test untouched)."""
     f = cfg.labels_fraction
-    if not 0 < f <= 1 or f != f:
-        raise ConfigError(
-            f"data.labels_fraction={f} is out of range: it is the share of each class's training "
-            f"images used and must be in (0, 1], e.g. 0.01 for 1% of the labels (at least one "
-            f"image per class).")
     if f == 1:
         return data
     idx = labels_subset(data.y_train.numpy(), f, cfg.split_seed)
@@ -247,8 +236,9 @@ def load_data(cfg: DataConfig) -> DataSplits:
     that cannot mean anything (one class, an empty split) and warns about classes without images.
     """
     source = get_source(cfg.name)
-    check_fraction(cfg.val_fraction, "data.val_fraction", allow_zero=True)
-    check_conversion(cfg.image_size, cfg.channels)
+    # the schema's rules (a DataConfig may come here without `check_config`, e.g. data inspect)
+    check_keys(cfg, "data", "val_fraction", "test_fraction", "split_seed", "labels_fraction",
+               "image_size", "channels")
     data = source.load(cfg)
     check_data(data, cfg)
     converted = {

@@ -7,7 +7,6 @@ import numpy as np
 from trainlab.config.schema import DataConfig
 from trainlab.data.sources.base import (
     DataSplits,
-    check_fraction,
     make_splits,
     register_source,
     stratified_split,
@@ -23,7 +22,6 @@ def load_digits(cfg: DataConfig) -> DataSplits:
     """UCI digits from scikit-learn: 1,797 images 1x8x8, values 0..16 rescaled to 0..255."""
     from sklearn.datasets import load_digits
 
-    check_fraction(cfg.test_fraction, "data.test_fraction", allow_zero=False)
     bunch = load_digits()
     x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # [1797, 1, 8, 8]
     y = bunch.target.astype(np.int64)

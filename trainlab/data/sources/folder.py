@@ -32,7 +32,6 @@ from trainlab.data.cache import CacheEntry, cache_root, content_key, note, threa
 from trainlab.data.sources.base import (
     DataSplits,
     ImageFiles,
-    check_fraction,
     register_source,
     stratified_split,
 )
@@ -249,7 +248,6 @@ def _split_indices(layout: Layout, kept: np.ndarray, cfg: DataConfig) -> dict[st
     """Listing indices of train/val/test: the split folders, carving missing ones from train."""
     parts = {s: kept[layout.split_of[kept] == SPLITS.index(s)] for s in SPLITS}
     if "test" not in layout.present:
-        check_fraction(cfg.test_fraction, "data.test_fraction", allow_zero=False)
         rest, test = stratified_split(layout.labels[parts["train"]], cfg.test_fraction,
                                       cfg.split_seed)
         parts["train"], parts["test"] = parts["train"][rest], parts["train"][test]
@@ -287,7 +285,6 @@ def load_folder(cfg: DataConfig) -> DataSplits:
     if not cfg.root:
         raise ConfigError(f"data.name=folder needs data.root=/path/to/images, a folder laid out "
                           f"as {LAYOUT}.")
-    convert.check_conversion(cfg.image_size, cfg.channels)
     layout = scan_layout(Path(cfg.root).expanduser(), cfg.skip_bad_files)
     if layout.ignored:
         note(f"ignored {len(layout.ignored):,} non-image or hidden entries under {layout.root} "
