@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 # Keep CPU results repeatable and the 2-core CI machine responsive.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Runs of this test session count only each other when they share the CPUs (dist/threads.py),
+# not trainlab processes of other sessions on the same machine.
+os.environ.setdefault("TRAINLAB_CPUSHARE_DIR", tempfile.mkdtemp(prefix="trainlab-cpushare-"))
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,

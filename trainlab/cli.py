@@ -11,6 +11,7 @@ and `trainlab --help` or `trainlab status` should not wait for them (start-up ti
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -51,10 +52,16 @@ def positive(name: str, value: int | None) -> None:
 # ---------------------------------------------------------------------------- training
 def cmd_train(ns: argparse.Namespace) -> int:
     from trainlab.config.load import build_config
-    from trainlab.launch.job import train_job
+    from trainlab.dist.threads import omp_wait_policy
 
     recipe, overrides = split_recipe(ns.args)
-    train_job(build_config(recipe, overrides), recipe_name(recipe))
+    cfg = build_config(recipe, overrides)
+    policy = omp_wait_policy(cfg.run.threads, os.environ)  # before torch starts OpenMP
+    if policy:
+        os.environ["OMP_WAIT_POLICY"] = policy
+    from trainlab.launch.job import train_job
+
+    train_job(cfg, recipe_name(recipe))
     return 0
 
 
@@ -344,15 +351,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; `key=value` overrides may follow options (`eval RUN --split val a=b`):
+    argparse leaves them over, and they join the subcommand's overrides."""
     parser = build_parser()
     ns, extra = parser.parse_known_args(argv)
-    # key=value overrides after options (`eval RUN --split val a=b`): argparse leaves them over
     unknown = [e for e in extra if e.startswith("-") or not hasattr(ns, "rest")]
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        sub = " ".join(v for v in (ns.command, getattr(ns, "config_command", None),
+                                   getattr(ns, "data_command", None)) if v)
+        Parser(prog=f"trainlab {sub}").error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         setattr(ns, ns.rest, [*getattr(ns, ns.rest), *extra])
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        ns = parse(argv)
+    except SystemExit as e:  # --help (0) or an argument error (2, message printed)
+        return int(e.code or 0)
     try:
         return ns.func(ns)
     except TrainlabError as e:

@@ -45,6 +45,9 @@ class RunConfig:
     max_requeues: int = key(3, rng(0, hint="0 never requeues"))
     # a rank that fails or stops responding ends the others
     dist_timeout_s: float = key(60.0, rng(0, lo_open=True, hint="seconds, e.g. 60"))
+    # intra-op CPU threads; None -> the CPUs this process may use, divided among the ranks on
+    # this node, local sweep points and other trainlab runs on the same CPUs
+    threads: int | None = key(None, rng(1, hint="e.g. 2; leave unset to share the CPUs"))
 
 
 @dataclass(frozen=True)

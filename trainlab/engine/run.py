@@ -33,6 +33,7 @@ from trainlab.dist.setup import (
     teardown,
     wait_for_peer_failure,
 )
+from trainlab.dist.threads import CpuShare, ThreadPlan, usable_cpus
 from trainlab.engine.assemble import Assembly, assemble, build_trainer, load_for_eval
 from trainlab.engine.checkpoint import (
     Checkpointer,
@@ -49,6 +50,7 @@ from trainlab.engine.evaluate import evaluate
 from trainlab.engine.knn import KnnMonitor
 from trainlab.engine.pretrained import method_state
 from trainlab.engine.sinks import Console, Sinks
+from trainlab.engine.threads import ThreadControl
 from trainlab.engine.trainer import EpochHook, TrainState
 from trainlab.errors import ConfigError, Interrupted, TrainlabError
 from trainlab.files import atomic_write_json, atomic_write_text, timestamped_dir
@@ -132,11 +134,12 @@ def train(cfg: Config, recipe_name: str = "default",
             f"train.batch_size={cfg.train.batch_size} is the global batch and must divide by "
             f"the {env.world_size} processes of this job; use a multiple of {env.world_size}.")
     device = resolve_device(cfg.run.device, env)
+    share = CpuShare(usable_cpus()).__enter__()  # counted by runs sharing these CPUs
     init_distributed(env, device, cfg.run.dist_timeout_s)
     clean = False
     usr1 = _ignore_usr1()  # Slurm's time-limit warning only means something during training
     try:
-        summary = _train(cfg, recipe_name, env, device, hooks)
+        summary = _train(cfg, recipe_name, env, device, hooks, share)
         clean = True
         return summary
     except BaseException as e:
@@ -147,6 +150,7 @@ def train(cfg: Config, recipe_name: str = "default",
         raise
     finally:
         teardown(clean)
+        share.__exit__()
         if usr1 is not None:
             signal.signal(signal.SIGUSR1, usr1)
 
@@ -161,7 +165,7 @@ def _ignore_usr1() -> Any:
 
 
 def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
-           hooks: Sequence[HookFactory]) -> dict[str, Any]:
+           hooks: Sequence[HookFactory], share: CpuShare) -> dict[str, Any]:
     run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
     ckpt_path = resolve_resume(cfg.run.resume, run_dir)
     claim_run_dir(run_dir, cfg, ckpt_path, env.is_main)
@@ -182,7 +186,8 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
     sinks = Sinks.for_run(run_dir, is_main, cfg.run.progress, cfg.run.tensorboard,
                           resume_step=state.step if ckpt else None)
     params = count_params(a.model)
-    _print_header(sinks.console, cfg, a, params, run_dir, ckpt_path, state)
+    threads = ThreadControl(share, cfg.run.threads)
+    _print_header(sinks.console, cfg, a, params, run_dir, ckpt_path, state, threads.plan)
     if a.init is not None:
         sinks.console.print(f"encoder weights from {a.init.path} ({a.init.describe()})")
     checkpointer = Checkpointer(run_dir, is_main, lambda: {
@@ -190,6 +195,8 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
     epoch_hooks = [h for h in (make(a, run_dir, is_main) for make in hooks) if h is not None]
     if cfg.method.knn_every > 0:
         epoch_hooks.append(KnnMonitor(cfg, a.data, a.model))
+    if device.type == "cpu":
+        epoch_hooks.append(threads)  # re-plan the threads after every epoch
     trainer = build_trainer(cfg, a.opt, a.train_loader, sinks, val_loader=val_loader,
                             checkpointer=checkpointer, hooks=epoch_hooks)
     try:
@@ -237,13 +244,13 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
 
 
 def _print_header(console: Console, cfg: Config, a: Assembly, params: int, run_dir: Path,
-                  ckpt: Path | None, state: TrainState) -> None:
+                  ckpt: Path | None, state: TrainState, threads: ThreadPlan) -> None:
     d, t, schedule = a.data, cfg.train, a.opt.schedule
     console.print(
         f"trainlab: {cfg.method.name} {cfg.model.name} ({params / 1e6:.2f}M params) on "
         f"{d.data.name} {d.channels}x{d.height}x{d.width}, {d.num_classes} classes; "
         f"train/val/test {len(d.data.y_train)}/{len(d.data.y_val)}/{len(d.data.y_test)}; "
-        f"device {d.device}")
+        f"device {d.device}, {threads.describe()}")
     console.print(
         f"derived: effective batch {t.batch_size * t.accum_steps} ({t.batch_size} x "
         f"{t.accum_steps} accum), {len(a.train_loader)} batches = {a.steps_per_epoch} optimizer "

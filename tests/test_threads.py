@@ -1,0 +1,82 @@
+"""The thread policy (dist/threads.py): which thread count a process takes for its CPUs, its
+job's ranks, local sweep points, other runs, SLURM_CPUS_PER_TASK and run.threads. The speed
+itself is measured in benchmarks/, not here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from trainlab.dist.threads import CpuShare, local_ranks, omp_wait_policy, plan_threads
+
+
+@pytest.mark.parametrize("kw,threads,passive", [
+    (dict(cpus=2), 2, False),                                   # alone: every CPU
+    (dict(cpus=16), 16, False),
+    (dict(cpus=2, peers=2), 1, False),                          # two runs on 2 cores
+    (dict(cpus=2, peers=3), 1, False),                          # never below one thread
+    (dict(cpus=16, ranks_per_node=4), 4, False),                # torchrun --nproc_per_node 4
+    (dict(cpus=16, ranks_per_node=4, peers=4), 4, False),       # ...its ranks registered too
+    (dict(cpus=16, ranks_per_node=4, peers=8), 2, False),       # ...and another 4-rank job
+    (dict(cpus=8, parallel=4), 2, False),                       # sweep --local --parallel 4
+    (dict(cpus=64, slurm_cpus_per_task=8), 8, False),           # srun -c 8 on a big node
+    (dict(cpus=64, slurm_cpus_per_task=8, peers=5), 8, False),  # Slurm's share is the share
+    (dict(cpus=4, slurm_cpus_per_task=8), 4, False),            # affinity is the upper bound
+    (dict(cpus=2, run_threads=1, peers=2), 1, False),           # explicit
+    (dict(cpus=2, run_threads=2, peers=2), 2, True),            # explicit and oversubscribed
+    (dict(cpus=4, run_threads=4), 4, False),
+])
+def test_plan(kw, threads, passive):
+    plan = plan_threads(**kw)
+    assert (plan.threads, plan.passive) == (threads, passive)
+    assert str(plan.threads) in plan.describe()
+
+
+@pytest.mark.parametrize("env,n", [
+    ({}, 1),
+    ({"LOCAL_WORLD_SIZE": "4"}, 4),
+    ({"SLURM_PROCID": "0", "SLURM_STEP_TASKS_PER_NODE": "2(x3)", "SLURM_NODEID": "2"}, 2),
+    ({"SLURM_PROCID": "5", "SLURM_STEP_TASKS_PER_NODE": "4,2(x2)", "SLURM_NODEID": "1"}, 2),
+    ({"SLURM_PROCID": "0", "SLURM_STEP_TASKS_PER_NODE": "3"}, 3),
+    ({"SLURM_STEP_TASKS_PER_NODE": "3"}, 1),  # not inside an srun task
+])
+def test_local_ranks(env, n):
+    assert local_ranks(env) == n
+
+
+def test_wait_policy_only_when_oversubscribed_by_request():
+    assert omp_wait_policy(None, {}) is None
+    assert omp_wait_policy(10_000, {}) == "PASSIVE"
+    assert omp_wait_policy(10_000, {"OMP_WAIT_POLICY": "ACTIVE"}) is None  # the user's choice
+    assert omp_wait_policy(1, {}) is None
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from trainlab.dist.threads import CpuShare
+with CpuShare({cpus}, Path(sys.argv[1])):
+    print("registered", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_registry_counts_live_runs_on_shared_cpus(tmp_path):
+    """A second process registered on overlapping CPUs counts; one on other CPUs does not;
+    a killed one stops counting and its file is cleaned up."""
+    procs = []
+    for cpus in ({0, 1}, {7}):
+        p = subprocess.Popen([sys.executable, "-c", CHILD.format(cpus=cpus), str(tmp_path)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "registered"  # its file exists and is locked
+        procs.append(p)
+    with CpuShare({0, 1}, tmp_path) as me:
+        assert me.peers() == 2
+        procs[0].kill()
+        procs[0].wait()
+        assert me.peers() == 1
+        assert len(list(tmp_path.glob("*.cpus"))) == 2  # ours and the {7} one
+    procs[1].communicate("done\n", timeout=60)
+    assert list(tmp_path.glob("*.cpus")) == []
