@@ -31,6 +31,7 @@ BAD: dict[str, list[str | list[str]]] = {
     "run.log_every": ["0", "-5"],
     "run.max_requeues": ["-1"],
     "run.dist_timeout_s": ["0", "-1"],
+    "run.threads": ["0", "-2"],
     "data.name": ["imagenet"],
     "data.val_fraction": ["-0.1", "1", "1.5"],
     "data.test_fraction": ["0", "1", "-0.2"],
@@ -107,6 +108,7 @@ _PATH = "a free path or name, checked where it is used (e.g. a missing folder is
 NO_INVALID: dict[str, str] = {
     "run.dir": _PATH,
     "run.resume": "a checkpoint path, run folder or auto; checked when the run starts",
+    "run.overwrite": _SWITCH,
     "run.progress": _SWITCH,
     "run.tensorboard": _SWITCH,
     "data.root": _PATH,

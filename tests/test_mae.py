@@ -10,9 +10,9 @@ import torch
 from conftest import quick, stop_after_first_epoch
 
 from trainlab.config.load import build_config
-from trainlab.engine.run import train
 from trainlab.engine.trainer import Interrupted
 from trainlab.errors import ConfigError
+from trainlab.launch.job import train_job as train  # with the MAE pictures
 from trainlab.methods import build_method
 from trainlab.methods.mae import (
     MAE,
