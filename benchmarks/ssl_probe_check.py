@@ -35,7 +35,7 @@ def features(parts, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features [N, D] (as the probe sees them) and labels [N] of a whole split."""
     model = parts.model.eval()
     feats, labels = [], []
-    for x, y in parts.loader(split, 500).epoch(0):
+    for x, y, _ in parts.loader(split, 500).epoch(0):
         feats.append(model.forward_features(x).float())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)

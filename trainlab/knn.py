@@ -31,7 +31,7 @@ def extract_features(model: nn.Module, loader: Any) -> tuple[Tensor, Tensor]:
     was_training = model.training
     model.eval()
     feats, labels = [], []
-    for x, y in loader.epoch(0):
+    for x, y, _ in loader.epoch(0):
         feats.append(F.normalize(model.forward_features(x).float(), dim=1))
         labels.append(y)
     model.train(was_training)

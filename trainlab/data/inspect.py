@@ -135,7 +135,7 @@ def preview_augment(cfg: Config, out: Path, n_images: int = 8, n_views: int = 7)
     originals = _images(parts.data.x_train, idx)
     views: list[torch.Tensor] = []
     for v in range(n_views):
-        xb = torch.cat([x.cpu() for x, _ in loader.epoch(v)])  # [n, C, H, W] normalized
+        xb = torch.cat([b[0].cpu() for b in loader.epoch(v)])  # [n, C, H, W] normalized
         views.append((xb * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8))
     rows = [[originals[i], *[views[v][i] for v in range(n_views)]] for i in range(n)]
     names = parts.data.class_names

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from trainlab.config.load import dump_yaml, to_dict
 from trainlab.config.schema import Config
 from trainlab.config.validate import validate
+from trainlab.data.keys import rank_seed
 from trainlab.dist.env import DistEnv, detect
 from trainlab.dist.setup import (
     HEARTBEAT_S,
@@ -171,6 +172,11 @@ def assemble(cfg: Config, env: DistEnv, device: torch.device,
     optimizer = build_optimizer(cfg.optim, method)  # the model and the method's own heads
     scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
     train_loader = train_loader_for(cfg, parts)
+    # The weights above are built from run.seed on every rank; from here each rank's global
+    # generator (dropout, drop-path) gets its own seed, so ranks drop different units. Each
+    # rank's state is checkpointed, so a resume is exact; a 1-rank run repeats under its seed.
+    # Dropout masks are per rank, not per sample: runs at different world sizes differ.
+    torch.manual_seed(rank_seed(cfg.run.seed, env.rank))
     return Assembly(parts, init, method, optimizer, scaler, train_loader,
                     -(-len(train_loader) // t.accum_steps))
 
