@@ -11,6 +11,10 @@ saved generator state.
 `sample_uniform` draws in blocks of `BLOCK` consecutive positions, each from its own CPU
 generator (seeded by `mix_seed(seed, epoch, stream, block)`), and keeps the rows asked for: a
 batch of contiguous positions costs a few generator seedings, not one per sample.
+
+Randomness inside the model (dropout, drop-path) comes from torch's global generator, which
+each rank seeds with `rank_seed(seed, rank)` once the weights are built: per rank, not per
+sample, so ranks differ and a run repeats, but runs at different world sizes drop differently.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ under the checkpoint's "method" entry.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -46,13 +48,13 @@ class _SumOverRanks(torch.autograd.Function):
     ranks, so each rank gets the gradient of every rank's loss with respect to its input."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001 - autograd context
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         out = x.clone()
         dist.all_reduce(out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         out = grad.clone()
         dist.all_reduce(out)
         return out
