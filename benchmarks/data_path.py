@@ -31,7 +31,7 @@ def drain(loader, batches: int) -> float:
     """img/s of producing `batches` training batches (epoch 0, on the device)."""
     n = 0
     t = time.perf_counter()
-    for i, (x, _) in enumerate(loader.epoch(0)):
+    for i, (x, *_) in enumerate(loader.epoch(0)):
         n += len(x)
         if i + 1 == batches:
             break

@@ -35,7 +35,7 @@ def features(data, model, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled features [N, D] (as the probe sees them) and labels [N] of a whole split."""
     model = model.eval()
     feats, labels = [], []
-    for x, y in data.full_loader(split, 500).epoch(0):
+    for x, y, _ in data.full_loader(split, 500).epoch(0):
         feats.append(model.forward_features(x).float())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)

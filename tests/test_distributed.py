@@ -66,6 +66,52 @@ def test_two_gloo_processes_match_one_process(tmp_path, augment):
     assert f"test accuracy {s2['test_acc']:.4f}" in ev.stdout
 
 
+TINY_VIT = ["model.name=vit_tiny", "model.depth=2", "model.dim=32", "model.heads=2",
+            "model.patch_size=2", "model.drop_path=0", "model.dropout=0"]
+SSL = {
+    "mae": [*TINY_VIT, "method.name=mae", "method.decoder_depth=1", "method.decoder_dim=32",
+            "method.decoder_heads=2"],
+    # BatchNorm statistics must span both ranks: a ViT backbone (no BatchNorm) and sync_bn for
+    # the projection head's BatchNorm (SyncBatchNorm itself needs an accelerator; the head's
+    # cross-rank BatchNorm also runs on the CPU). Mean pooling: the cls token of a fresh ViT
+    # barely varies between images, and BatchNorm over such features magnifies float rounding
+    # (~1e-4 of the gradient in float32 against float64, for 1 process as for 2).
+    "simclr": [*TINY_VIT, "model.pool=mean", "method.name=simclr", "method.proj_hidden=32",
+               "method.proj_dim=16", "train.sync_bn=true"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SSL))
+def test_two_gloo_processes_match_one_process_ssl(tmp_path, name):
+    """MAE masks and SimCLR views follow the sample (seed, epoch, position), not the rank: a
+    2-rank run of global batch 64 ends with the same encoder and method heads as 1 process,
+    up to float reduction order (the tolerance of the supervised test above).
+
+    SGD, not AdamW: some weights have an exactly zero gradient in exact arithmetic (the
+    attention key bias; with SimCLR also the biases just before a BatchNorm, and the last
+    LayerNorm's bias), and AdamW turns their float noise into steps of size lr."""
+    over = ["train", *SSL[name], "train.epochs=1", "train.batch_size=64", "optim.name=sgd",
+            "optim.lr=0.05"]
+    p2 = torchrun(*over, *quick(tmp_path / "two"))
+    assert p2.returncode == 0, p2.stderr[-3000:]
+    p1 = single(*over, *quick(tmp_path / "one"))
+    assert p1.returncode == 0, p1.stderr[-3000:]
+    a = torch.load(tmp_path / "one/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two/checkpoints/last.pt", weights_only=True)
+    assert a["state"]["step"] == b["state"]["step"] > 10
+    for part in ("model", "method"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, k=k, part=part: f"{part}.{k}: {m}")
+    # evaluation masks are fixed per image, so MAE's test loss agrees too (SimCLR's evaluation
+    # takes its negatives from each rank's own batch: its loss depends on the world size)
+    if name == "mae":
+        s1 = json.loads((tmp_path / "one/summary.json").read_text())
+        s2 = json.loads((tmp_path / "two/summary.json").read_text())
+        assert s2["test_loss"] == pytest.approx(s1["test_loss"], rel=1e-4)
+
+
 def test_batch_must_divide_by_world_size(tmp_path):
     p = torchrun("train", *quick(tmp_path, "model.name=mlp", "train.batch_size=63"))
     assert p.returncode != 0

@@ -54,7 +54,7 @@ def file_loader(x=X, **kw) -> FileLoader:
 
 
 def batches(ld, epoch, start=0):
-    return [(x.clone(), y.clone()) for x, y in ld.epoch(epoch, start)]
+    return [(x.clone(), y.clone()) for x, y, _ in ld.epoch(epoch, start)]
 
 
 def assert_same(a, b):

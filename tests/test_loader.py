@@ -16,7 +16,7 @@ def loader(**kw):
 
 
 def batches(ld, epoch, start=0):
-    return [(x.clone(), y.clone()) for x, y in ld.epoch(epoch, start)]
+    return [(x.clone(), y.clone()) for x, y, _ in ld.epoch(epoch, start)]
 
 
 def test_train_epoch_is_a_permutation_without_repeats():

@@ -98,7 +98,7 @@ def test_loaders_mix_training_batches_and_resume_exactly(make):
     cls = DeviceLoader if make == "device" else FileLoader
     extra = {} if make == "device" else {"num_workers": 0}
     ld = cls(x, y, 8, [0.5], [0.25], shuffle=True, seed=1, mix=spec, **extra)
-    full = [(a.clone(), b.clone()) for a, b in ld.epoch(2)]
+    full = [(a.clone(), b.clone()) for a, b, _ in ld.epoch(2)]
     rest = list(ld.epoch(2, start=3))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
                for a, b in zip(full[3:], rest, strict=True))

@@ -17,7 +17,7 @@ from trainlab.config.load import build_config
 from trainlab.engine.run import train
 from trainlab.errors import ConfigError
 from trainlab.methods import build_method
-from trainlab.methods.simclr import nt_xent
+from trainlab.methods.simclr import CrossRankBatchNorm1d, nt_xent
 from trainlab.methods.views import ViewSpec, apply_view, sample_view_params, two_views
 from trainlab.models import ImageSpec, build_model
 
@@ -79,12 +79,34 @@ def _rank_main(rank: int, world: int, port: int) -> None:
         logits.fill_diagonal_(float("-inf"))
         target = torch.cat([torch.arange(6) + 6, torch.arange(6)])
         rows = torch.cat([torch.arange(lo, hi), torch.arange(lo, hi) + 6])
-        per = torch.nn.functional.cross_entropy(logits[rows], target[rows], reduction="none")
-        per.mean().backward()
-        assert torch.allclose(loss, per.mean(), atol=1e-6), (loss, per.mean())
-        # the local rows' gradient includes their role as anchors and as candidates of the
-        # local anchors, as the reference's gradient through these rows does
+        per = torch.nn.functional.cross_entropy(logits, target, reduction="none")  # [12]
+        assert torch.allclose(loss, per[rows].mean(), atol=1e-6), (loss, per[rows].mean())
+        # the local rows' gradient is that of the sum of both ranks' losses (as anchors, and as
+        # candidates of every rank's anchors): DDP's average of it is the gradient of the
+        # global mean loss, as in one process
+        rank_rows = [torch.cat([torch.arange(r * 3, r * 3 + 3), torch.arange(r * 3, r * 3 + 3) + 6])
+                     for r in range(world)]
+        sum(per[r_rows].mean() for r_rows in rank_rows).backward()
         assert torch.allclose(local1.grad, ref1.grad[lo:hi], atol=1e-6)
+
+        # cross-rank BatchNorm: this rank's rows of the output, their input gradients, the
+        # summed weight gradients and the running statistics equal one BatchNorm1d over the
+        # global batch
+        x, w = torch.randn(6, 5, generator=g) * 3 + 1, torch.randn(6, 5, generator=g)
+        ref_bn, bn = torch.nn.BatchNorm1d(5), CrossRankBatchNorm1d(5)
+        for m in (ref_bn, bn):
+            with torch.no_grad():
+                m.weight.copy_(torch.linspace(0.5, 2, 5))
+        xr, xl = x.clone().requires_grad_(True), x[lo:hi].clone().requires_grad_(True)
+        ref_out, out = ref_bn(xr), bn(xl)
+        (ref_out * w).sum().backward()
+        (out * w[lo:hi]).sum().backward()
+        assert torch.allclose(out, ref_out[lo:hi], atol=1e-5)
+        assert torch.allclose(xl.grad, xr.grad[lo:hi], atol=1e-5)
+        dist.all_reduce(bn.weight.grad)
+        assert torch.allclose(bn.weight.grad, ref_bn.weight.grad, atol=1e-5)
+        assert torch.allclose(bn.running_mean, ref_bn.running_mean, atol=1e-5)
+        assert torch.allclose(bn.running_var, ref_bn.running_var, atol=1e-5)
     finally:
         dist.destroy_process_group()
 

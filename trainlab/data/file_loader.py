@@ -26,12 +26,12 @@ from torchvision.transforms import InterpolationMode, v2
 
 from trainlab.config.schema import DataConfig
 from trainlab.data.augment import resolve_augment
+from trainlab.data.keys import MASK64, SampleKeys, contiguous_keys, splitmix64
 from trainlab.data.loader import BatchesBase, epoch_generator
 from trainlab.data.mix import MixSpec, mix_batch, mix_generator
 from trainlab.data.sources.base import ImageFiles
 from trainlab.errors import ConfigError
 
-_MASK64 = 2**64 - 1
 
 
 def default_num_workers() -> int:
@@ -42,16 +42,9 @@ def default_num_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """Seed in [0, 2**64) of the random transform of the sample at `position` of `epoch`."""
-    return _splitmix64(_splitmix64(_splitmix64(seed & _MASK64) ^ epoch) ^ position)
+    return splitmix64(splitmix64(splitmix64(seed & MASK64) ^ epoch) ^ position)
 
 
 @dataclass(frozen=True)
@@ -202,11 +195,11 @@ class _EpochBatches:
     The loader sets `epoch` and `start` before each pass; the sampler runs in the main process.
     """
 
-    def __init__(self, n: int, batch_size: int, num_batches: int, shuffle: bool, seed: int,
-                 rank: int, world_size: int) -> None:
-        self.n, self.batch_size, self.num_batches = n, batch_size, num_batches
+    def __init__(self, n: int, num_batches: int, shuffle: bool, seed: int,
+                 rank_slice: Callable[[int], tuple[int, int]]) -> None:
+        self.n, self.num_batches = n, num_batches
         self.shuffle, self.seed = shuffle, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank_slice = rank_slice  # batch i -> this rank's positions [lo, hi)
         self.epoch, self.start = 0, 0
 
     def __len__(self) -> int:
@@ -217,9 +210,7 @@ class _EpochBatches:
         order = (torch.randperm(n, generator=epoch_generator(self.seed, epoch)) if self.shuffle
                  else torch.arange(n)).tolist()
         for i in range(self.start, self.num_batches):
-            lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
-            per = -(-(hi - lo) // self.world_size)  # this rank's contiguous slice, as DeviceLoader
-            lo, hi = lo + self.rank * per, min(hi, lo + (self.rank + 1) * per)
+            lo, hi = self.rank_slice(i)
             yield [(order[p], epoch, p) for p in range(lo, hi)]
 
 
@@ -228,7 +219,8 @@ class FileLoader(BatchesBase):
 
     x: `ImageFiles` or uint8 tensor [N, C, H, W] (kept on the CPU), y: int64 [N]. Yields (images
     float32 [B, C, H, W] on `device`, normalized with `mean`/`std` per channel in [0, 1] pixel
-    units, labels int64 [B] on `device`; with `mix`, soft labels float32 [B, K]).
+    units, labels int64 [B] on `device`; with `mix`, soft labels float32 [B, K]; the samples'
+    `SampleKeys`).
     `pipeline=None` means no per-sample transform (all images must have one size).
     """
 
@@ -267,8 +259,7 @@ class FileLoader(BatchesBase):
         self.erasing = pipeline is not None and pipeline.random and pipeline.random_erasing > 0
         transform = build_transform(pipeline, stored) if pipeline is not None else None
         self.samples = _Samples(self.x, self.y, transform, pipeline, seed)
-        self.batches = _EpochBatches(len(self.y), batch_size, len(self), shuffle, seed, rank,
-                                     world_size)
+        self.batches = _EpochBatches(len(self.y), len(self), shuffle, seed, self.rank_slice)
         self._set_stats(mean, std, shape[1], self.device)
         self._loader: DataLoader | None = None  # built on first use (workers start then)
 
@@ -283,7 +274,7 @@ class FileLoader(BatchesBase):
             )
         return self._loader
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, SampleKeys]]:
         """Yield batches `start`, `start+1`, ... of `epoch` (this rank's share of each batch)."""
         if start >= len(self):
             return
@@ -295,4 +286,4 @@ class FileLoader(BatchesBase):
                 xb = erase(xb, boxes)
             if self.mix is not None:
                 xb, yb = mix_batch(xb, yb, self.mix, mix_generator(self.seed, epoch, i))
-            yield xb, yb
+            yield xb, yb, contiguous_keys(self.seed, epoch, *self.rank_slice(i))

@@ -6,6 +6,8 @@ seeded with (seed, epoch). Batch `i` is positions [i*B, (i+1)*B) of that order, 
 batch `i` reproduces the rest of the epoch exactly, and a rank that takes a slice of those
 positions sees the same samples with the same augmentation as a single process would.
 Optional Mixup/CutMix (`mix`) is applied per batch from `mix_generator(seed, epoch, batch)`.
+Each batch also carries its samples' `SampleKeys` (seed, epoch, positions), from which methods
+draw their own per-sample randomness (see trainlab.data.keys).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 from trainlab.data.augment import AugmentSpec, apply_augment, sample_params
+from trainlab.data.keys import SampleKeys, contiguous_keys
 from trainlab.data.mix import MixSpec, mix_batch, mix_generator
 
 
@@ -30,6 +33,8 @@ class BatchesBase:
     y: Tensor
     batch_size: int
     shuffle: bool
+    rank: int
+    world_size: int
 
     def _set_stats(self, mean: list[float], std: list[float], channels: int,
                    device: torch.device) -> None:
@@ -46,6 +51,13 @@ class BatchesBase:
             return max(1, n // self.batch_size)
         return -(-n // self.batch_size)
 
+    def rank_slice(self, i: int) -> tuple[int, int]:
+        """Positions [lo, hi) of batch `i` that this rank holds: a contiguous share of the
+        global batch [i*B, (i+1)*B) (ceil(B / world_size) each; the last ranks may get less)."""
+        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self.y))
+        per = -(-(hi - lo) // self.world_size)
+        return lo + self.rank * per, min(hi, lo + (self.rank + 1) * per)
+
     def normalize(self, x_u8: Tensor) -> Tensor:
         """uint8 [B, C, H, W] -> float32 normalized [B, C, H, W]."""
         return (x_u8.float().div_(255.0) - self.mean) / self.std
@@ -55,8 +67,9 @@ class DeviceLoader(BatchesBase):
     """Batches from a data set held on `x.device` as uint8.
 
     x: [N, C, H, W] uint8 (0..255), y: [N] int64. Yields (images [B, C, H, W] float32,
-    normalized with `mean`/`std` given per channel in [0, 1] pixel units, labels [B] int64).
-    With `mix` (training only) labels are soft instead: float32 [B, K], rows summing to 1.
+    normalized with `mean`/`std` given per channel in [0, 1] pixel units, labels [B] int64,
+    `SampleKeys` of the B samples). With `mix` (training only) labels are soft instead:
+    float32 [B, K], rows summing to 1.
     """
 
     def __init__(
@@ -83,7 +96,7 @@ class DeviceLoader(BatchesBase):
         self.rank, self.world_size = rank, world_size
         self._set_stats(mean, std, x.shape[1], x.device)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, SampleKeys]]:
         """Yield batches `start`, `start+1`, ... of `epoch` (this rank's share of each batch)."""
         n = len(self.y)
         order: Tensor | None = None
@@ -99,10 +112,7 @@ class DeviceLoader(BatchesBase):
             if params is not None:
                 params = params.to(self.x.device)
         for i in range(start, len(self)):
-            lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, n)
-            # this rank's contiguous slice of the global batch positions [lo, hi)
-            per = -(-(hi - lo) // self.world_size)
-            lo, hi = lo + self.rank * per, min(hi, lo + (self.rank + 1) * per)
+            lo, hi = self.rank_slice(i)
             idx = order[lo:hi] if order is not None else slice(lo, hi)
             xb, yb = self.x[idx], self.y[idx]
             if params is not None:
@@ -112,4 +122,4 @@ class DeviceLoader(BatchesBase):
                 xb = self.normalize(xb)
             if self.mix is not None:
                 xb, yb = mix_batch(xb, yb, self.mix, mix_generator(self.seed, epoch, i))
-            yield xb, yb
+            yield xb, yb, contiguous_keys(self.seed, epoch, lo, hi)

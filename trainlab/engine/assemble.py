@@ -19,6 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from trainlab.config.schema import Config
+from trainlab.data.keys import rank_seed
 from trainlab.data.pipeline import DataBundle, Loader, load_bundle
 from trainlab.dist.env import DistEnv
 from trainlab.dist.setup import resolve_device
@@ -114,6 +115,11 @@ def assemble(cfg: Config, env: DistEnv, device: torch.device,
     optimizer = build_optimizer(cfg.optim, method)  # the model and the method's own heads
     scaler = torch.amp.GradScaler(device.type) if t.precision == "fp16" else None
     train_loader = bundle.train_loader(t.batch_size, cfg.run.seed)
+    # The weights above are built from run.seed on every rank; from here each rank's global
+    # generator (dropout, drop-path) gets its own seed, so ranks drop different units. Each
+    # rank's state is checkpointed, so a resume is exact; a 1-rank run repeats under its seed.
+    # Dropout masks are per rank, not per sample: runs at different world sizes differ.
+    torch.manual_seed(rank_seed(cfg.run.seed, env.rank))
     steps_per_epoch = -(-len(train_loader) // t.accum_steps)
     schedule = build_schedule(cfg.sched, cfg.optim.lr, steps_per_epoch, t.epochs)
     ema = EMA(method.model, t.ema_decay) if t.ema_decay > 0 else None

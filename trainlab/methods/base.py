@@ -12,9 +12,20 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from trainlab.config.schema import Config
+from trainlab.data.keys import SampleKeys
 from trainlab.errors import ConfigError
 
-Batch = tuple[Tensor, Tensor]  # images [B, C, H, W] float, labels [B] int64
+# images [B, C, H, W] float, labels [B] int64 (or soft [B, K]), and from the loaders the
+# samples' keys (seed, epoch, positions) for per-sample randomness; a bare (images, labels)
+# pair is accepted too (then per-sample randomness falls back to torch's global RNG)
+Batch = tuple[Tensor, Tensor] | tuple[Tensor, Tensor, SampleKeys]
+
+
+def batch_keys(batch: Batch) -> SampleKeys | None:
+    """The batch's `SampleKeys`, or None for a bare (images, labels) pair."""
+    if len(batch) > 2 and isinstance(batch[2], SampleKeys):
+        return batch[2]
+    return None
 
 
 class Method(nn.Module):

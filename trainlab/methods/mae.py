@@ -9,6 +9,13 @@
                   + fixed sin-cos positions, blocks, norm, pred   [B, N, p*p*C]
       -> masked_mse(pred, patchify(imgs), mask)          mean over the removed patches only
 
+Masks are per sample: in training the noise of the sample at position p of the epoch comes from
+`sample_uniform` of the batch's keys, a function of (run.seed, epoch, p) only, so every rank
+masks its own samples differently, a sample's mask does not depend on the number of ranks, and a
+resume draws the same masks again. Evaluation uses the fixed seed EVAL_SEED and epoch 0 with
+the validation position (= index), so the val loss of every epoch, at any world size, sees the
+same mask for each image.
+
 `method.model` is the ViT classifier itself (its head is unused and frozen here), so the
 checkpoint's "model" entry loads into a classifier with `model.init`; the decoder is method
 state, saved under the checkpoint's "method" entry.
@@ -20,13 +27,15 @@ import torch
 from torch import Tensor, nn
 
 from trainlab.config.schema import Config
+from trainlab.data.keys import SampleKeys, contiguous_keys, sample_uniform
 from trainlab.errors import ConfigError
-from trainlab.methods.base import Batch, Method, register_method
+from trainlab.methods.base import Batch, Method, batch_keys, register_method
 from trainlab.methods.simclr import check_ssl_options
 from trainlab.models.layers import Block, sincos_2d
 from trainlab.models.vit import VisionTransformer
 
 EVAL_SEED = 0  # fixed masks in evaluation: the val loss of every epoch sees the same patterns
+NOISE_STREAM = 1  # `sample_uniform` stream of the masking noise
 
 
 def patchify(imgs: Tensor, p: int) -> Tensor:
@@ -149,36 +158,47 @@ class MAE(Method):
         target = patch_targets(patchify(imgs, self.patch_size), self.norm_pix_loss)
         return pred, target, mask
 
-    def _noise(self, imgs: Tensor, generator: torch.Generator | None) -> Tensor:
-        shape = (imgs.shape[0], self.grid[0] * self.grid[1])
-        if generator is None:  # global RNG: saved in checkpoints, so resume stays exact
-            return torch.rand(shape, device=imgs.device)
-        return torch.rand(shape, generator=generator).to(imgs.device)
+    def _noise(self, imgs: Tensor, keys: SampleKeys | None) -> Tensor:
+        """Masking noise uniform [B, N] on imgs' device: per sample from `keys`, or (a bare
+        batch without keys) from torch's global RNG."""
+        if keys is None:
+            return torch.rand(imgs.shape[0], self.grid[0] * self.grid[1], device=imgs.device)
+        if len(keys) != imgs.shape[0]:
+            raise ValueError(f"{len(keys)} sample keys for a batch of {imgs.shape[0]} images")
+        return sample_uniform(keys, self.grid[0] * self.grid[1], NOISE_STREAM).to(imgs.device)
+
+    @staticmethod
+    def eval_keys(keys: SampleKeys | None, batch_size: int) -> SampleKeys:
+        """Keys of fixed evaluation masks: EVAL_SEED, epoch 0, the batch's positions (or
+        0..B-1 for a bare batch)."""
+        if keys is None:
+            return contiguous_keys(EVAL_SEED, 0, 0, batch_size)
+        return keys.with_seed(EVAL_SEED, 0)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        """Training: new random masks per sample from torch's global RNG."""
+        """Training: a new random mask per sample, from the batch's keys (see the module
+        docstring); a bare (images, labels) batch draws from torch's global RNG instead."""
         imgs = batch[0]
-        pred, target, mask = self._run(imgs, self._noise(imgs, None))
+        pred, target, mask = self._run(imgs, self._noise(imgs, batch_keys(batch)))
         return {"loss": masked_mse(pred, target, mask)}
 
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
-        """Masked-patch loss with fixed masks (seeded generator), comparable across epochs."""
+        """Masked-patch loss with fixed masks per image (`eval_keys`), comparable across epochs
+        and world sizes."""
         imgs = batch[0]
-        pred, target, mask = self._run(imgs, self._noise(imgs, self.eval_generator()))
+        keys = self.eval_keys(batch_keys(batch), imgs.shape[0])
+        pred, target, mask = self._run(imgs, self._noise(imgs, keys))
         return {"loss": masked_mse(pred, target, mask)}
 
-    @staticmethod
-    def eval_generator() -> torch.Generator:
-        return torch.Generator().manual_seed(EVAL_SEED)
-
     @torch.no_grad()
-    def reconstruct(self, imgs: Tensor,
-                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def reconstruct(self, imgs: Tensor, keys: SampleKeys | None = None) -> tuple[Tensor, Tensor]:
         """For pictures: imgs [B, C, H, W] -> (reconstruction [B, C, H, W] in the input's units,
-        mask [B, 1, H, W] with 1 on removed pixels). With norm_pix_loss the predicted patches
-        are mapped back with each true patch's mean and std (as the MAE demo does)."""
-        pred, _, mask = self._run(imgs, self._noise(imgs, generator or self.eval_generator()))
+        mask [B, 1, H, W] with 1 on removed pixels). Masks as in `evaluate` (for the first
+        validation images, without keys: the same masks as their val loss). With norm_pix_loss
+        the predicted patches are mapped back with each true patch's mean and std (as the MAE
+        demo does)."""
+        pred, _, mask = self._run(imgs, self._noise(imgs, self.eval_keys(keys, imgs.shape[0])))
         pred = pred.float()
         if self.norm_pix_loss:
             patches = patchify(imgs, self.patch_size).float()  # [B, N, P]

@@ -41,7 +41,7 @@ class Supervised(Method):
         self.label_smoothing = label_smoothing
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self.model(x)  # [B, K]
         if y.is_floating_point():  # soft labels [B, K] (mixup / cutmix)
             loss = soft_cross_entropy(logits, y, self.label_smoothing)
@@ -53,7 +53,7 @@ class Supervised(Method):
 
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self.model(x).float()
         out = {
             "loss": F.cross_entropy(logits, y),

@@ -1,8 +1,9 @@
 """On-device two-view augmentation for contrastive learning (SimCLR), a few tensor ops per batch.
 
-Each view of each image gets its own random parameters (one `torch.rand` call per view, from
-torch's global RNG on the batch's device, so runs repeat and a resume continues exactly; or from
-a given CPU generator for a fixed evaluation). A view is:
+Each view of each image gets its own random parameters, made from 7 uniform numbers per view
+(`view_params`): SimCLR passes per-sample numbers from the batch's keys (trainlab.data.keys), so
+a sample's views follow the sample, not the rank; without them they are drawn from torch's global
+RNG on the batch's device, or from a given CPU generator. A view is:
 
 1. random resized crop + horizontal flip, fused into one affine grid + bilinear `grid_sample`:
    a box of `scale` x the image area and aspect ratio in `ratio` (log-uniform), anywhere inside
@@ -49,6 +50,11 @@ def sample_view_params(spec: ViewSpec, n: int, device: torch.device,
         u = torch.rand(n, len(VIEW_COLUMNS), device=device)
     else:
         u = torch.rand(n, len(VIEW_COLUMNS), generator=generator).to(device)
+    return view_params(spec, u)
+
+
+def view_params(spec: ViewSpec, u: torch.Tensor) -> torch.Tensor:
+    """Uniform [0, 1) numbers u [n, 7] -> view params float32 [n, 7] (columns: VIEW_COLUMNS)."""
     lo, hi = spec.scale
     area = lo + (hi - lo) * u[:, 0]
     log_lo, log_hi = math.log(spec.ratio[0]), math.log(spec.ratio[1])
@@ -80,9 +86,20 @@ def apply_view(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return (x - mean) * c + mean + bright.to(x.dtype).view(batch, 1, 1, 1)
 
 
-def two_views(x: torch.Tensor, spec: ViewSpec,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independently augmented views of x [B, C, H, W] -> ([B, C, H, W], [B, C, H, W])."""
+def two_views(x: torch.Tensor, spec: ViewSpec, generator: torch.Generator | None = None,
+              uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independently augmented views of x [B, C, H, W] -> ([B, C, H, W], [B, C, H, W]).
+
+    `uniform` [B, 14] (uniform [0, 1) numbers; columns 0-6 make view 1, 7-13 view 2) fixes the
+    views; without it they are drawn as `sample_view_params` does.
+    """
+    if uniform is not None:
+        n = len(VIEW_COLUMNS)
+        if uniform.shape != (x.shape[0], 2 * n):
+            raise ValueError(f"uniform must be [{x.shape[0]}, {2 * n}], got {tuple(uniform.shape)}")
+        u = uniform.to(x.device)
+        p1, p2 = view_params(spec, u[:, :n]), view_params(spec, u[:, n:])
+        return apply_view(x, p1), apply_view(x, p2)
     p1 = sample_view_params(spec, x.shape[0], x.device, generator)
     p2 = sample_view_params(spec, x.shape[0], x.device, generator)
     return apply_view(x, p1), apply_view(x, p2)
