@@ -33,7 +33,6 @@ from trainlab.data.sources.base import ImageFiles
 from trainlab.errors import ConfigError
 
 
-
 def default_num_workers() -> int:
     """The CPUs this process may use (honours taskset and Slurm's --cpus-per-task)."""
     try:
