@@ -96,6 +96,8 @@ def main() -> int:
                 if args.tiny and (comp or (precision != "fp32" and name != "cnn")):
                     continue  # CPU smoke test (bf16 is emulated and slow on most CPUs); compile
                     # is covered by tests/test_distributed.py
+                if comp and name != "cnn":
+                    continue  # compile is timed on ViT-S/16 in gpu_big.py (minutes of device time)
                 model, opt = fresh_model(mcfg, spec, device, channels_last=cl)
                 step_fn = torch.compile(model) if comp else None
                 # warm-up (compilation, cudnn autotuning), then time
