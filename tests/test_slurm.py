@@ -90,7 +90,7 @@ def test_submit_runs_to_summary(slurm, tmp_path):
     assert [row[1:4] for row in _status(run, slurm.env)] == [[job, "done", "COMPLETED"]]
 
 
-def test_sweep_array_status_and_compare(slurm, tmp_path):
+def test_sweep_array_status_and_compare(slurm, tmp_path, monkeypatch):
     """Task 0 is held in its batch script until the test creates `gate`: while it waits, Slurm
     says RUNNING for it and PENDING for the others (--max-parallel=1), deterministically."""
     sweep, gate = tmp_path / "sweep", tmp_path / "gate"
@@ -110,6 +110,7 @@ def test_sweep_array_status_and_compare(slurm, tmp_path):
     assert [row[1:4] for row in rows] == [[f"{job}_0", "running", "RUNNING"],
                                           [f"{job}_1", "pending", "PENDING"],
                                           [f"{job}_2", "pending", "PENDING"]], rows
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])  # compare_sweep in-process
     assert [row["status"] for row in sorted(compare_sweep(sweep), key=lambda x: x["index"])] \
         == ["running", "pending", "pending"]
     gate.touch()
