@@ -37,11 +37,10 @@ def missing_reason() -> str | None:
     is not installed (named with its Debian package and the command that installs it)."""
     if os.geteuid() != 0:
         return "starting munged/slurmctld/slurmd needs root (make test runs as root in CI)"
-    missing = [b for b in BINARIES if shutil.which(b) is None
-               and not Path("/usr/sbin", b).exists()]
+    missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
         pkgs = sorted({BINARIES[b] for b in missing})
-        return (f"Slurm test cluster: {', '.join(missing)} not found (Debian package"
+        return (f"Slurm test cluster: {', '.join(missing)} not found on PATH (Debian package"
                 f"{'s' if len(pkgs) > 1 else ''} {', '.join(pkgs)}); install with {INSTALL}")
     return None
 
