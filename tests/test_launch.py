@@ -274,6 +274,10 @@ def test_a_sweep_never_submitted_is_not_shown_running(tmp_path):
     sw.write_sweep(tmp_path, None, ["model.name=mlp"], spec, points, configs, local=False)
     assert [r["status"] for r in compare_sweep(tmp_path)] == ["not-submitted"] * 2
     assert [r["state"] for r in status_rows(tmp_path)] == ["not-submitted"] * 2
+    run = tmp_path / "run"  # `trainlab submit` wrote its script, but sbatch never answered
+    run.mkdir()
+    (run / "job.sbatch").write_text("#!/bin/bash\n")
+    assert [(r["run"], r["state"]) for r in status_rows(run)] == [("run", "not-submitted")]
 
 
 @pytest.mark.parametrize("files, sub, st, problem, want", [

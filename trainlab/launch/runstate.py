@@ -83,8 +83,8 @@ def run_submission(run_dir: Path) -> Submission:
     """The Submission of a single run folder, from its job.json (`trainlab submit`)."""
     try:
         rec = json.loads((run_dir / "job.json").read_text())
-    except (OSError, ValueError):
-        return Submission("local")
+    except (OSError, ValueError):  # job.sbatch alone: written, but sbatch never answered
+        return Submission("none" if (run_dir / "job.sbatch").is_file() else "local")
     if not isinstance(rec, dict):
         return Submission("none")
     jobs = [j for j in rec.get("jobs", []) if isinstance(j, dict) and "job_id" in j]

@@ -46,11 +46,11 @@ def find_targets(path: Path) -> list[Target]:
                             f"folder holding them (default: the current folder).")
     if (path / MANIFEST).is_file():
         return _sweep_targets(path)
-    if (path / "job.json").is_file() or (path / "metrics.jsonl").is_file():
+    if any((path / f).is_file() for f in ("job.json", "job.sbatch", "metrics.jsonl")):
         return [Target(path.name, path, run_submission(path))]
     out: list[Target] = []
     for d in sorted({*path.glob("*/"), *path.glob("*/*/")}):
-        if (d / MANIFEST).is_file() or (d / "job.json").is_file():
+        if any((d / f).is_file() for f in (MANIFEST, "job.json", "job.sbatch")):
             rel = d.relative_to(path)
             out += [Target(str(rel) if t.label == d.name else f"{rel}/{t.label}", t.run_dir, t.sub)
                     for t in find_targets(d)]
