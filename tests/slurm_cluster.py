@@ -1,8 +1,12 @@
 """A real single-node Slurm cluster on localhost for the tests: munged, slurmctld, slurmd.
 
-Started once per test session (see the `slurm` fixture in conftest.py), configured in a temp
-folder, and stopped by PID afterwards. Installs the Debian packages when they are missing
-(needs root or sudo, as `make test` does).
+Started once per test module (see the `slurm` fixture in test_slurm.py), configured in a temp
+folder on free ports, and stopped by PID afterwards. Installing the Debian packages is not the
+tests' business: `make test` runs scripts/install-debian-packages.sh first; here a missing
+binary only skips the tests, naming it, its package and the command that installs it.
+
+Every wait polls a state (munge answers, `scontrol ping` says UP, `sinfo` says idle) with a
+generous deadline, and fails with the daemons' logs when it passes.
 """
 
 from __future__ import annotations
@@ -14,22 +18,67 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_ARRAY_SIZE = 3  # small on purpose: a 4-point sweep must be split into two array jobs
+INSTALL = "bash scripts/install-debian-packages.sh (or: apt-get install -y slurm-wlm munge)"
+# binary -> Debian package (all pulled in by slurm-wlm, except munge itself)
+BINARIES = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sbatch": "slurm-client",
+            "squeue": "slurm-client", "scontrol": "slurm-client", "scancel": "slurm-client",
+            "sinfo": "slurm-client", "munged": "munge", "munge": "munge", "unmunge": "munge"}
+START_DEADLINE_S = 180.0  # the daemons come up in ~2 s; this only matters when they do not
 
 
-def _installed() -> bool:
-    return all(shutil.which(b) for b in ("slurmctld", "slurmd", "munged", "sbatch"))
+def missing_reason() -> str | None:
+    """Why the local cluster cannot start here (None when it can): not root, or a binary that
+    is not installed (named with its Debian package and the command that installs it)."""
+    if os.geteuid() != 0:
+        return "starting munged/slurmctld/slurmd needs root (make test runs as root in CI)"
+    missing = [b for b in BINARIES if shutil.which(b) is None]
+    if missing:
+        pkgs = sorted({BINARIES[b] for b in missing})
+        return (f"Slurm test cluster: {', '.join(missing)} not found on PATH (Debian package"
+                f"{'s' if len(pkgs) > 1 else ''} {', '.join(pkgs)}); install with {INSTALL}")
+    return None
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str | Callable[[], str],
+             every: float = 0.5) -> Any:
+    """Poll `cond` until it returns something truthy (returned); after `timeout` seconds raise
+    AssertionError naming `what` (text, or a function giving it, e.g. the logs)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for "
+                                 f"{what() if callable(what) else what}")
+        time.sleep(every)
 
 
 def _node_resources() -> tuple[int, int]:
     """(CPUs, RealMemory MB) as slurmd sees this machine."""
-    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
     cpus = int(re.search(r"CPUs=(\d+)", out).group(1))
     mem = int(re.search(r"RealMemory=(\d+)", out).group(1))
     return cpus, mem
+
+
+def _free_ports(n: int) -> list[int]:
+    """`n` TCP ports free right now (so two test sessions on one machine do not collide)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class LocalSlurm:
@@ -45,6 +94,7 @@ class LocalSlurm:
     def _write_conf(self) -> None:
         host = socket.gethostname()
         cpus, mem = _node_resources()
+        ctld_port, d_port = _free_ports(2)
         for d in ("state", "spool", "log"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         r = self.root
@@ -66,9 +116,9 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MaxArraySize={MAX_ARRAY_SIZE}
 KillWait=5
-MinJobAge=600
-SlurmctldPort=16817
-SlurmdPort=16818
+MinJobAge=3600
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool
 SlurmctldPidFile={r}/slurmctld.pid
@@ -79,49 +129,72 @@ NodeName={host} CPUs={cpus} RealMemory={max(1000, mem - 2000)} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
+    @staticmethod
+    def _munge_answers() -> bool:
+        return subprocess.run("munge -n | unmunge", shell=True, capture_output=True,
+                              timeout=60).returncode == 0
+
     def _start_munge(self) -> None:
-        ok = subprocess.run("munge -n | unmunge", shell=True, capture_output=True)
-        if ok.returncode == 0:
+        if self._munge_answers():
             return  # a munged is already running (not ours: leave it alone)
         Path("/run/munge").mkdir(parents=True, exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
-        subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True)
+        subprocess.run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"], check=True,
+                       timeout=60)
+        wait_for(self._munge_answers, START_DEADLINE_S, "munged to answer (munge -n | unmunge)")
         pid_file = Path("/run/munge/munged.pid")
-        for _ in range(50):
-            if pid_file.exists() and pid_file.read_text().strip():
-                self.munged_pid = int(pid_file.read_text())
-                break
-            time.sleep(0.1)
+        if pid_file.is_file() and pid_file.read_text().strip().isdigit():
+            self.munged_pid = int(pid_file.read_text())
+
+    def logs(self) -> str:
+        """The tail of every daemon log (for failure messages)."""
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted((self.root / "log").glob("*")) if p.is_file())
+
+    def _daemon(self, name: str) -> None:
+        log = open(self.root / "log" / f"{name}.out", "ab")  # noqa: SIM115 (kept by Popen)
+        self.procs.append(subprocess.Popen([name, "-D", "-f", str(self.conf)], stdout=log,
+                                           stderr=log, env=self.env))
+        log.close()
+
+    def _alive_or_raise(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[0]} exited with code {p.returncode}:\n{self.logs()}")
 
     def start(self) -> None:
-        if not _installed():
-            subprocess.run(["bash", str(ROOT / "scripts" / "install-debian-packages.sh")],
-                           check=True)
         self._write_conf()
         self._start_munge()
-        log = open(self.root / "log" / "daemons.out", "ab")
-        for daemon in ("slurmctld", "slurmd"):
-            self.procs.append(subprocess.Popen([daemon, "-D", "-f", str(self.conf)],
-                                               stdout=log, stderr=log, env=self.env))
-            time.sleep(0.5)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                                 env=self.env).stdout
-            if out.strip() in ("idle", "mixed", "allocated"):
-                return
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"local Slurm did not become idle; logs in {self.root / 'log'}")
+        try:
+            self._daemon("slurmctld")
+
+            def ctld_up() -> bool:
+                self._alive_or_raise()
+                return "UP" in self.run("scontrol", "ping", check=False).stdout
+
+            wait_for(ctld_up, START_DEADLINE_S, lambda: f"slurmctld to answer:\n{self.logs()}")
+            self._daemon("slurmd")
+
+            def node_idle() -> bool:
+                self._alive_or_raise()
+                out = self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
+                return out in ("idle", "mixed", "allocated")
+
+            wait_for(node_idle, START_DEADLINE_S, lambda: f"the node to be idle:\n{self.logs()}")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for p in reversed(self.procs):
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in reversed(self.procs):
             try:
-                p.wait(timeout=20)
+                p.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
         self.procs.clear()
         if self.munged_pid is not None:
             try:
@@ -133,4 +206,11 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run a Slurm client command (sbatch, squeue, scontrol, ...) against this cluster."""
         return subprocess.run(list(args), capture_output=True, text=True, env=self.env,
-                              check=check, timeout=60)
+                              check=check, timeout=120)
+
+    def job(self, job_id: str) -> list[dict[str, str]]:
+        """`scontrol -o show job JOB` as one dict per record (an array: one per task range);
+        [] when Slurm does not know the job."""
+        out = self.run("scontrol", "-o", "show", "job", job_id, check=False).stdout
+        return [dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+                for line in out.splitlines() if line.strip()]

@@ -17,8 +17,8 @@ from trainlab.launch.compare import compare_sweep
 from trainlab.report.plots import _log_axis
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-# index -> (optim.lr, run.seed); 0-2 finish, 3 stops after epoch 1 (preempted/running),
-# 4 never started
+# index -> (optim.lr, run.seed); 0-2 finish, 3 stops after epoch 1 (a local run without
+# summary.json: "unfinished"), 4 never started ("not-started")
 POINTS = [(0.001, 0), (0.01, 0), (0.01, 1), (0.1, 0), (1.0, 0)]
 
 
@@ -72,10 +72,10 @@ def test_rows_match_summaries_and_sort(sweep):
     run = by_index[3]
     first = json.loads((sweep / run["dir"] / "metrics.jsonl").read_text().splitlines()[-1])
     assert first["kind"] == "epoch" and first["epoch"] == 1
-    assert run["status"] == "running" and run["epochs_done"] == 1 and run["epochs_total"] == 2
+    assert run["status"] == "unfinished" and run["epochs_done"] == 1 and run["epochs_total"] == 2
     assert run["best_val_acc"] == first["val_acc"] and run["test_acc"] is None
     missing = by_index[4]
-    assert missing["status"] == "missing" and missing["best_val_acc"] is None
+    assert missing["status"] == "not-started" and missing["best_val_acc"] is None
     # best first; points without a value last
     vals = [r["best_val_acc"] for r in rows[:4]]
     assert vals == sorted(vals, reverse=True) and rows[-1]["index"] == 4
@@ -90,15 +90,16 @@ def test_command_writes_table_csv_png(sweep, capsys):
     assert cli.main(["compare", str(sweep)]) == 0
     out = capsys.readouterr().out
     rows = compare_sweep(sweep)
-    assert "5 points, 3 done, 1 running, 1 missing" in out
+    assert "5 points, 3 done, 1 unfinished, 1 not-started" in out
+    assert "running" not in out, "a local sweep's stopped point must not look running"
     lines = out.splitlines()
     h = next(i for i, line in enumerate(lines) if "best val acc" in line)
     for col in ("optim.lr", "run.seed", "test acc", "best ep", "epochs", "wall", "status"):
         assert col in lines[h]
     body = lines[h + 1:h + 6]
     assert [line.split()[1] for line in body] == [str(r["index"]) for r in rows]  # same order
-    assert body[0].split()[-1] == "done" and body[-1].split()[-1] == "missing"
-    assert "1/2" in next(line for line in body if line.endswith("running"))
+    assert body[0].split()[-1] == "done" and body[-1].split()[-1] == "not-started"
+    assert "1/2" in next(line for line in body if line.endswith("unfinished"))
 
     with open(sweep / "compare.csv", newline="") as f:
         recs = list(csv.DictReader(f))
@@ -128,7 +129,7 @@ def test_cli_process_top(sweep):
     assert "sorted by test_acc (highest first, top 2 of 5)" in r.stdout
     body = [line for line in r.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert len([line for line in body if line.rstrip().endswith("done")]) == 2
-    assert "missing" not in "".join(body)
+    assert "not-started" not in "".join(body)
 
 
 def test_missing_or_bad_manifest_is_a_clean_error(tmp_path, capsys):

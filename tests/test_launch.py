@@ -1,10 +1,13 @@
 """Slurm launch pieces that need no cluster: sweep expansion, array splitting, batch-script
-rendering (dry runs), user defaults, the requeue decision, status from run files."""
+rendering (dry runs), user defaults, the requeue decision, status from run files, and what a
+refused submission (a fake failing `sbatch` on PATH) leaves behind."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -12,11 +15,16 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from trainlab import cli
 from trainlab.engine.trainer import Interrupted
 from trainlab.errors import ConfigError
+from trainlab.launch import slurm
 from trainlab.launch import sweep as sw
+from trainlab.launch.compare import compare_sweep
 from trainlab.launch.requeue import requeue_after_interrupt
+from trainlab.launch.runstate import Submission, classify
 from trainlab.launch.script import resolve_options
+from trainlab.launch.status import status_rows
 
 
 def test_grid_product_seeds_and_dirs():
@@ -152,6 +160,28 @@ def test_requeue_only_in_slurm_and_within_max():
     assert e.exit_code == 0
 
 
+def test_requeue_is_logged_and_flushed_before_scontrol_kills_the_job(monkeypatch):
+    """`scontrol requeue` kills the job's processes, so the log line must be out before it."""
+    log = io.StringIO()
+    seen: list[str] = []
+    monkeypatch.setattr(slurm, "requeue", lambda job: seen.append(log.getvalue()))
+    e = _interrupted(signal.SIGUSR1)
+    env = {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"}
+    assert requeue_after_interrupt(e, True, 3, env, log=log) is True
+    assert len(seen) == 1 and "saved a checkpoint" in seen[0] and \
+        "Requeueing Slurm job 7 (restart 2 of at most 3)" in seen[0], seen
+    assert e.exit_code == 0
+
+    def refuse(job: str) -> None:
+        raise slurm.SlurmError("scontrol said: Job has already finished")
+
+    monkeypatch.setattr(slurm, "requeue", refuse)
+    e = _interrupted(signal.SIGTERM)
+    assert requeue_after_interrupt(e, True, 3, {"SLURM_JOB_ID": "8"}, log=io.StringIO()) is False
+    assert "Requeueing Slurm job 8 failed" in str(e) and "already finished" in str(e)
+    assert e.exit_code == 128 + signal.SIGTERM
+
+
 def test_status_of_local_run_from_files(tmp_path):
     run = tmp_path / "runs" / "r1"
     r = run_cli("train", f"run.dir={run}", "train.epochs=1", "run.progress=false",
@@ -161,9 +191,9 @@ def test_status_of_local_run_from_files(tmp_path):
     s = run_cli("status", str(tmp_path), cwd=tmp_path, env={"PATH": str(Path(sys.executable)
                                                                            .parent)})
     assert s.returncode == 0, s.stderr
-    line = next(x for x in s.stdout.splitlines() if x.startswith("runs/r1"))
-    assert "COMPLETED" in line and "1/1" in line
-    assert not math.isnan(float(line.split()[5]))
+    line = next(x for x in s.stdout.splitlines() if x.startswith("runs/r1")).split()
+    assert line[1:5] == ["-", "done", "-", "1/1"], line
+    assert not math.isnan(float(line[6]))
 
 
 def test_local_sweep_runs_points_then_compares_and_continues(tmp_path):
@@ -187,3 +217,96 @@ def test_sweep_into_a_dir_with_a_damaged_manifest_is_refused_clearly(tmp_path):
     r = run_cli("sweep", "--grid", "optim.lr=1e-3,1e-2", f"--dir={tmp_path}", "--local")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "sweep.json is not valid JSON" in r.stderr
+
+
+def _failing_sbatch(tmp_path: Path) -> dict[str, str]:
+    """An env whose PATH has only python and an `sbatch` that refuses like Slurm does."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "sbatch"
+    fake.write_text("#!/bin/sh\necho 'sbatch: error: Batch job submission failed: Invalid "
+                    "partition name specified' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}",
+            "SLURM_CONF": "/nonexistent"}
+
+
+def test_refused_submissions_show_as_submit_failed_not_running(tmp_path, capsys, monkeypatch):
+    env = _failing_sbatch(tmp_path)
+    sweep = tmp_path / "s"
+    args = ("sweep", "model.name=mlp", "--grid", "optim.lr=1e-3,1e-2", f"--dir={sweep}",
+            "--partition=nosuch")
+    r = run_cli(*args, cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "Invalid partition name" in r.stderr and "run the same command again" in r.stderr
+    man = json.loads((sweep / "sweep.json").read_text())
+    assert man["jobs"] == [] and "Invalid partition" in man["submit_error"]["error"]
+    assert (man["submit_error"]["first"], man["submit_error"]["last"]) == (0, 1)
+    run = tmp_path / "r"
+    r = run_cli("submit", "model.name=mlp", f"run.dir={run}", "--partition=nosuch",
+                cwd=tmp_path, env=env)
+    assert r.returncode == 2 and "Nothing was submitted" in r.stderr, r.stderr
+    assert "Invalid partition" in json.loads((run / "job.json").read_text())["submit_error"][
+        "error"]
+    s = run_cli("status", str(tmp_path), cwd=tmp_path, env=env)
+    assert s.returncode == 0, s.stderr
+    rows = [line.split() for line in s.stdout.splitlines()[1:-1]]
+    assert [row[:4] for row in rows] == [
+        ["r", "-", "submit-failed", "-"],
+        [f"s/{man['points'][0]['dir']}", "-", "submit-failed", "-"],
+        [f"s/{man['points'][1]['dir']}", "-", "submit-failed", "-"]], s.stdout
+    assert s.stdout.splitlines()[-1] == "3 submit-failed"
+    assert "running" not in s.stdout
+    monkeypatch.setenv("PATH", env["PATH"])  # compare in-process: no Slurm commands either
+    assert cli.main(["compare", str(sweep)]) == 0
+    monkeypatch.undo()
+    out = capsys.readouterr().out
+    assert "2 points, 2 submit-failed" in out and "running" not in out
+    assert "Invalid partition name" in out
+    # the same command may submit the sweep again (nothing of it was submitted)
+    again = run_cli(*args, cwd=tmp_path, env=env)
+    assert "already holds a sweep" not in again.stderr and "Invalid partition" in again.stderr
+
+
+def test_a_sweep_never_submitted_is_not_shown_running(tmp_path):
+    spec = sw.parse_spec(["optim.lr=1e-3,1e-2"], [], 0, 1)
+    points, configs = sw.plan(None, ["model.name=mlp"], spec, tmp_path)
+    sw.write_sweep(tmp_path, None, ["model.name=mlp"], spec, points, configs, local=False)
+    assert [r["status"] for r in compare_sweep(tmp_path)] == ["not-submitted"] * 2
+    assert [r["state"] for r in status_rows(tmp_path)] == ["not-submitted"] * 2
+    run = tmp_path / "run"  # `trainlab submit` wrote its script, but sbatch never answered
+    run.mkdir()
+    (run / "job.sbatch").write_text("#!/bin/bash\n")
+    assert [(r["run"], r["state"]) for r in status_rows(run)] == [("run", "not-submitted")]
+
+
+@pytest.mark.parametrize("files, sub, st, problem, want", [
+    ((), Submission("slurm", "5"), slurm.JobState("5", "PENDING", "Priority"), "", "pending"),
+    ((), Submission("slurm", "5"), slurm.JobState("5", "REQUEUED"), "", "pending"),
+    ((), Submission("slurm", "5"), slurm.JobState("5", "RUNNING"), "", "running"),
+    (("summary.json",), Submission("slurm", "5"), slurm.JobState("5", "COMPLETED"), "", "done"),
+    ((), Submission("slurm", "5"), slurm.JobState("5", "COMPLETED"), "", "failed"),
+    ((), Submission("slurm", "5"), slurm.JobState("5", "FAILED", exit_code=1), "", "failed"),
+    (("checkpoints/last.pt",), Submission("slurm", "5"),
+     slurm.JobState("5", "FAILED", exit_code=128 + signal.SIGUSR1), "", "interrupted"),
+    ((), Submission("slurm", "5"), slurm.JobState("5", "CANCELLED"), "", "interrupted"),
+    ((), Submission("slurm", "5"), slurm.JobState("5", "TIMEOUT"), "", "interrupted"),
+    (("checkpoints/last.pt",), Submission("slurm", "5"), None, "", "interrupted"),
+    (("metrics.jsonl",), Submission("slurm", "5"), None, "", "failed"),
+    ((), Submission("slurm", "5"), None, "squeue failed: Unable to contact", "unknown"),
+    (("summary.json",), Submission("slurm", "5"), None, "squeue failed", "done"),
+    ((), Submission("failed", error="Invalid account"), None, "", "submit-failed"),
+    ((), Submission("none"), None, "", "not-submitted"),
+    (("metrics.jsonl",), Submission("local"), None, "", "unfinished"),
+    ((), Submission("local"), None, "", "not-started"),
+])
+def test_run_state_from_submission_slurm_and_files(tmp_path, files, sub, st, problem, want):
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("{}")
+    state, reason = classify(tmp_path, sub, st, problem)
+    assert state == want, (state, reason)
+    if want == "submit-failed":
+        assert "Invalid account" in reason
+    if want == "unknown":
+        assert problem in reason

@@ -1,45 +1,44 @@
 """Slurm integration against a real single-node cluster (munged + slurmctld + slurmd) on
 localhost: submit, array sweeps (also split by MaxArraySize), status, preemption + requeue with
-exact resume, and Slurm's own refusals shown clearly. No sbatch is mocked."""
+exact resume, and Slurm's own refusals shown clearly. No sbatch is mocked.
+
+Every wait polls Slurm's state (`scontrol show job`: JobState, Restarts) or files (metrics,
+checkpoints, summary.json) with a generous deadline; none waits on a log line (a job that
+Slurm kills may never write it) or sleeps a fixed time. Logs are read only once Slurm says the
+job has ended, when they are complete.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from conftest import run_cli
-from slurm_cluster import MAX_ARRAY_SIZE, LocalSlurm
+from slurm_cluster import MAX_ARRAY_SIZE, LocalSlurm, missing_reason, wait_for
+
+from trainlab.engine.sinks import read_jsonl
+from trainlab.launch.compare import compare_sweep
 
 QUIET = ["run.progress=false", "run.tensorboard=false"]
+LONG = 900.0  # s: deadlines only cost time when something is wrong (a loaded 2-core machine)
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+         "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("starting slurmd/munged needs root (CI runs as root)")
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
     cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
     cluster.start()
     yield cluster
     cluster.stop()
-
-
-def _wait(cond, timeout: float, what, every: float = 0.5):
-    """Poll `cond` until truthy; `what` (text, or a function giving it) names it on timeout."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for "
-                         f"{what() if callable(what) else what}")
 
 
 def _job_id(run_dir: Path) -> str:
@@ -47,50 +46,81 @@ def _job_id(run_dir: Path) -> str:
 
 
 def _tail(run_dir: Path) -> str:
-    return "\n".join(p.read_text()[-2000:] for p in sorted(run_dir.glob("slurm-*")))
+    logs = sorted([*run_dir.glob("slurm-*"), *run_dir.glob("logs/*")])
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs)
+
+
+def _info(slurm: LocalSlurm, job: str, run_dir: Path) -> str:
+    """What Slurm and the job's logs say (for failure messages)."""
+    return f"{slurm.job(job)}\n{_tail(run_dir)}\n{slurm.logs()}"
+
+
+def _restarts(slurm: LocalSlurm, job: str) -> int:
+    return max((int(r.get("Restarts", 0)) for r in slurm.job(job)), default=0)
+
+
+def _wait_job_end(slurm: LocalSlurm, job: str, run_dir: Path) -> set[str]:
+    """Wait until every task of `job` has ended in Slurm; their final states."""
+    def ended() -> set[str] | None:
+        states = {r.get("JobState") for r in slurm.job(job)}
+        return states if states and states <= ENDED else None
+
+    return wait_for(ended, LONG, lambda: f"job {job} to end: {_info(slurm, job, run_dir)}")
+
+
+def _status(path: Path, env: dict) -> list[list[str]]:
+    """`trainlab status PATH` rows (run, job, state, slurm state, ...), header and total cut."""
+    s = run_cli("status", str(path), env=env)
+    assert s.returncode == 0, s.stderr
+    return [line.split() for line in s.stdout.splitlines()[1:-1]]
 
 
 def test_submit_runs_to_summary(slurm, tmp_path):
     run = tmp_path / "run"
     r = run_cli("submit", f"run.dir={run}", "train.epochs=2", *QUIET, "--cpus-per-task=1",
-                "--time=10", cwd=tmp_path, env=slurm.env)
+                "--time=30", cwd=tmp_path, env=slurm.env)
     assert r.returncode == 0, r.stderr
     job = _job_id(run)
     assert f"submitted job {job}" in r.stdout
     assert (run / "job.sbatch").read_text().startswith("#!/bin/bash")
-    _wait(lambda: (run / "summary.json").is_file(), 120, lambda: f"job {job}: {_tail(run)}")
+    assert _wait_job_end(slurm, job, run) == {"COMPLETED"}, _info(slurm, job, run)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["test_acc"] > 0.5
     assert (run / f"slurm-{job}.out").is_file()
+    assert [row[1:4] for row in _status(run, slurm.env)] == [[job, "done", "COMPLETED"]]
 
 
-def test_sweep_array_status_and_compare(slurm, tmp_path):
-    sweep = tmp_path / "sweep"
+def test_sweep_array_status_and_compare(slurm, tmp_path, monkeypatch):
+    """Task 0 is held in its batch script until the test creates `gate`: while it waits, Slurm
+    says RUNNING for it and PENDING for the others (--max-parallel=1), deterministically."""
+    sweep, gate = tmp_path / "sweep", tmp_path / "gate"
     r = run_cli("sweep", "train.epochs=2", *QUIET, "--grid", "optim.lr=1e-3,3e-3,1e-2",
-                "--max-parallel=1", f"--dir={sweep}", "--cpus-per-task=1", cwd=tmp_path,
+                "--max-parallel=1", f"--dir={sweep}", "--cpus-per-task=1", "--time=30",
+                f"--setup=until [ -e {gate} ]; do sleep 0.2; done", cwd=tmp_path,
                 env=slurm.env)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((sweep / "sweep.json").read_text())
     assert len(manifest["jobs"]) == 1, "3 points must be ONE array job"
     assert "#SBATCH --array=0-2%1" in (sweep / "sweep.sbatch").read_text()
-    seen: set[str] = set()
-
-    def states():
-        s = run_cli("status", str(sweep), env=slurm.env)
-        assert s.returncode == 0, s.stderr
-        rows = [line.split()[2] for line in s.stdout.splitlines()[1:-1]]
-        seen.update(rows)
-        return rows
-
-    _wait(lambda: states() == ["COMPLETED"] * 3, 180, lambda: f"3 array tasks; seen {seen}",
-          every=1)
-    assert {"PENDING", "RUNNING", "COMPLETED"} <= seen, seen
+    job = manifest["jobs"][0]["job_id"]
+    wait_for(lambda: any(rec.get("ArrayTaskId") == "0" and rec["JobState"] == "RUNNING"
+                         for rec in slurm.job(job)), LONG,
+             lambda: f"task 0 of {job} to run: {_info(slurm, job, sweep)}")
+    rows = _status(sweep, slurm.env)
+    assert [row[1:4] for row in rows] == [[f"{job}_0", "running", "RUNNING"],
+                                          [f"{job}_1", "pending", "PENDING"],
+                                          [f"{job}_2", "pending", "PENDING"]], rows
+    monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])  # compare_sweep in-process
+    assert [row["status"] for row in sorted(compare_sweep(sweep), key=lambda x: x["index"])] \
+        == ["running", "pending", "pending"]
+    gate.touch()
+    assert _wait_job_end(slurm, job, sweep) == {"COMPLETED"}
+    assert [row[2:4] for row in _status(sweep, slurm.env)] == [["done", "COMPLETED"]] * 3
     summaries = [json.loads((sweep / p["dir"] / "summary.json").read_text())
                  for p in manifest["points"]]
     c = run_cli("compare", str(sweep), env=slurm.env)
     assert c.returncode == 0, c.stderr
-    from trainlab.launch.compare import compare_sweep
-
+    assert "3 points, 3 done" in c.stdout
     rows = compare_sweep(sweep)
     assert len(rows) == 3
     by_lr = {p["overrides"]["optim.lr"]: s
@@ -105,64 +135,74 @@ def test_sweep_larger_than_max_array_size_is_split(slurm, tmp_path):
     sweep = tmp_path / "big"
     r = run_cli("sweep", "model.name=mlp", "train.epochs=1", *QUIET, "--grid",
                 "model.hidden=[32],[64]", "--seeds=2", f"--dir={sweep}", "--cpus-per-task=1",
-                cwd=tmp_path, env=slurm.env)
+                "--time=30", cwd=tmp_path, env=slurm.env)
     assert r.returncode == 0, r.stderr
     manifest = json.loads((sweep / "sweep.json").read_text())
     assert len(manifest["points"]) == 4 > MAX_ARRAY_SIZE
     assert [(j["first"], j["last"]) for j in manifest["jobs"]] == [(0, 2), (3, 3)]
-    _wait(lambda: all((sweep / p["dir"] / "summary.json").is_file()
-                      for p in manifest["points"]), 180, "4 split array tasks", every=1)
+    for j in manifest["jobs"]:
+        assert _wait_job_end(slurm, j["job_id"], sweep) == {"COMPLETED"}
     got = [(yaml.safe_load((sweep / p["dir"] / "job.yaml").read_text())["model"]["hidden"],
             yaml.safe_load((sweep / p["dir"] / "config.yaml").read_text())["run"]["seed"])
            for p in manifest["points"]]
     assert got == [([32], 0), ([32], 1), ([64], 0), ([64], 1)]
+    assert all((sweep / p["dir"] / "summary.json").is_file() for p in manifest["points"])
+
+
+def _train_steps(run_dir: Path) -> tuple[int | None, int]:
+    """(optimizer steps per epoch once epoch 1 is logged, else None; the latest train step)."""
+    recs = read_jsonl(run_dir / "metrics.jsonl")
+    epochs = [r["step"] for r in recs if r.get("kind") == "epoch"]
+    steps = [r["step"] for r in recs if r.get("kind") == "train"]
+    return (epochs[0] if epochs else None), max(steps, default=0)
 
 
 def test_preemption_requeues_and_resumes_exactly(slurm, tmp_path):
     args = ["train.epochs=4", "train.batch_size=8", "data.val_fraction=0.05", "run.log_every=10",
-            *QUIET,
-            "--cpus-per-task=1", "--time=10"]
+            *QUIET, "--cpus-per-task=1", "--time=30"]
     base, pre = tmp_path / "base", tmp_path / "pre"
     for d in (base, pre):
         r = run_cli("submit", f"run.dir={d}", *args, cwd=tmp_path, env=slurm.env)
         assert r.returncode == 0, r.stderr
     job = _job_id(pre)
 
-    def mid_epoch_2(d: Path) -> bool:
-        """Training is well inside epoch 2 (train records every 10 steps; 170 steps/epoch)."""
-        m = d / "metrics.jsonl"
-        lines = m.read_text().splitlines() if m.exists() else []
-        steps = [int(x) for x in re.findall(r'"kind": "train".*?"step": (\d+)', "\n".join(lines))]
-        return any(200 <= s <= 280 for s in steps)
+    def inside_an_epoch() -> bool:
+        """Training is well inside epoch 2 or 3 (>= 10 steps in, >= 60 steps before its end:
+        the signal must land mid-epoch, not in validation or after the last epoch)."""
+        per_epoch, step = _train_steps(pre)
+        assert not (pre / "summary.json").exists(), "the run finished before the signal"
+        return bool(per_epoch) and per_epoch < step < 3 * per_epoch and \
+            10 <= step % per_epoch <= per_epoch - 60
 
-    _wait(lambda: mid_epoch_2(pre), 120, lambda: f"epoch 2 of job {job}: {_tail(pre)}",
-          every=0.2)
+    wait_for(inside_an_epoch, LONG, lambda: f"job {job} mid-epoch: {_info(slurm, job, pre)}",
+             every=0.1)
     slurm.run("scancel", "--batch", "--signal=USR1", job)  # what --signal=B:USR1@grace sends
-    _wait(lambda: "Requeued Slurm job" in _tail(pre), 60, lambda: f"the requeue: {_tail(pre)}")
-    stop = re.search(r"Received SIGUSR1: saved a checkpoint at optimizer step (\d+) \(epoch "
-                     r"(\d+), batch (\d+)\)", _tail(pre))
-    assert stop, _tail(pre)
-    assert int(stop.group(3)) > 0, "the checkpoint should be mid-epoch"
-    # Slurm holds a requeued job ~2 min (BeginTime) before it may start again. Shorten that,
-    # but only once it is pending again and slurmd has cleaned up the killed instance (an
-    # update during the requeue is lost; a relaunch right away is refused: "already killed")
-    _wait(lambda: "JobState=PENDING" in slurm.run("scontrol", "-o", "show", "job", job).stdout
-          and "Restarts=1" in slurm.run("scontrol", "-o", "show", "job", job).stdout, 30,
-          "the requeued job to be pending")
-    time.sleep(10)
-
-    def released() -> bool:
-        info = slurm.run("scontrol", "-o", "show", "job", job).stdout
-        if "JobState=PENDING" in info:
-            slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+    # The job checkpoints, then requeues itself: Slurm counts the restart and kills the
+    # instance ("CANCELLED ... DUE TO JOB REQUEUE"), so wait on Slurm, not on its log.
+    wait_for(lambda: _restarts(slurm, job) >= 1, LONG,
+             lambda: f"job {job} to be requeued: {_info(slurm, job, pre)}")
+    ckpt = torch.load(pre / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert ckpt["batch"] > 0, f"the checkpoint should be mid-epoch: {ckpt}"
+    # Slurm holds a requeued job (BeginTime, ~2 min) before it may start again: start it now.
+    # A launch in the same second as the kill is refused by slurmd ("already killed") and the
+    # job is held: release it and try again, until Slurm says it runs.
+    def started_again() -> bool:
+        rec = slurm.job(job)[0]
+        if rec["JobState"] == "PENDING":
+            held = rec.get("Priority") == "0" or "held" in rec.get("Reason", "").lower()
+            slurm.run(*(["scontrol", "release", job] if held else
+                        ["scontrol", "update", f"JobId={job}", "StartTime=now"]), check=False)
             return False
-        return "JobState=RUNNING" in info or "JobState=COMPLETED" in info
+        return rec["JobState"] in ("RUNNING", "COMPLETING", "COMPLETED")
 
-    _wait(released, 60, lambda: slurm.run("scontrol", "show", "job", job).stdout, every=2)
-    _wait(lambda: (pre / "summary.json").is_file() and (base / "summary.json").is_file(), 180,
-          lambda: f"both runs to finish: {_tail(pre)}")
+    wait_for(started_again, LONG, lambda: f"job {job} to start again: {_info(slurm, job, pre)}",
+             every=1)
+    for d in (base, pre):
+        assert _wait_job_end(slurm, _job_id(d), d) == {"COMPLETED"}
     log = _tail(pre)
-    assert "(restart 1)" in log and "resumed from" in log
+    assert "Received SIGUSR1: saved a checkpoint" in log and \
+        f"Requeueing Slurm job {job} (restart 1 of at most 3)" in log, log
+    assert re.search(r"\(restart [1-9]\)", log) and "resumed from" in log, log
     a = torch.load(base / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(pre / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
@@ -180,6 +220,25 @@ def test_bad_partition_and_time_show_sbatch_error(slurm, tmp_path):
                 env=slurm.env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "time" in r.stderr.lower() and "sbatch said" in r.stderr
+
+
+def test_refused_sweep_is_submit_failed_then_submitted_again_and_cancelled(slurm, tmp_path):
+    sweep, gate = tmp_path / "s", tmp_path / "gate"  # the gate is never opened: tasks wait
+    args = ["sweep", "model.name=mlp", "train.epochs=1", *QUIET, "--grid", "optim.lr=1e-3,1e-2",
+            f"--dir={sweep}", "--cpus-per-task=1", "--time=30",
+            f"--setup=until [ -e {gate} ]; do sleep 0.2; done"]
+    r = run_cli(*args, "--partition=nosuch", cwd=tmp_path, env=slurm.env)
+    assert r.returncode == 2 and "invalid partition" in r.stderr.lower(), r.stderr
+    rows = _status(sweep, slurm.env)
+    assert [row[1:4] for row in rows] == [["-", "submit-failed", "-"]] * 2, rows
+    assert "invalid partition" in " ".join(rows[0]).lower(), rows
+    r = run_cli(*args, cwd=tmp_path, env=slurm.env)  # the same sweep, now submitted
+    assert r.returncode == 0, r.stderr
+    job = json.loads((sweep / "sweep.json").read_text())["jobs"][0]["job_id"]
+    slurm.run("scancel", job)
+    assert _wait_job_end(slurm, job, sweep) == {"CANCELLED"}
+    assert [row[1:4] for row in _status(sweep, slurm.env)] == [
+        [f"{job}_0", "interrupted", "CANCELLED"], [f"{job}_1", "interrupted", "CANCELLED"]]
 
 
 def test_sbatch_missing_suggests_local_or_dry_run(tmp_path):

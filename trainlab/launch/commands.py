@@ -58,12 +58,15 @@ def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
     sweep_dir = sweep_dir.absolute()
     points, configs = sw.plan(recipe, overrides, spec, sweep_dir)
     if (sweep_dir / MANIFEST).is_file():
-        old = [p["dir"] for p in read_manifest(sweep_dir)["points"]]
-        if not a.local or old != [p.dir for p in points]:
+        man = read_manifest(sweep_dir)
+        old = [p["dir"] for p in man["points"]]
+        unsubmitted = not a.local and not man.get("local") and not man.get("jobs")
+        if old != [p.dir for p in points] or not (a.local or unsubmitted):
             raise ConfigError(
                 f"{sweep_dir} already holds a sweep. Pick a new --dir, or see it with "
                 f"`trainlab status {sweep_dir}` / `trainlab compare {sweep_dir}`. (Rerunning the "
-                f"same --local sweep continues it.)")
+                f"same --local sweep continues it; the same sweep whose submission failed can "
+                f"be submitted again.)")
     print(f"sweep {sweep_dir}: {len(points)} points over "
           f"{', '.join(points[0].overrides) if points else '-'}")
     name = recipe_name(recipe)

@@ -2,7 +2,9 @@
 
 A sweep folder holds `sweep.json` (written by `trainlab sweep`) and one ordinary run folder per
 point. A finished point is read from its `summary.json`; an unfinished one from what its
-`metrics.jsonl` holds so far, so `compare` is useful while the array job still runs.
+`metrics.jsonl` holds so far, so `compare` is useful while the array job still runs. Each
+point's status (done, running, pending, failed, interrupted, submit-failed, ...) is the one
+`trainlab status` shows (launch/runstate.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import TrainlabError
 from trainlab.files import atomic_write_text
+from trainlab.launch.runstate import DESCRIPTIONS, sweep_states
 from trainlab.report.figures import fmt_value
 from trainlab.report.plots import sweep_plot
 
@@ -30,8 +33,7 @@ METRICS = {"best_val_acc": True, "best_val_loss": False, "final_val_acc": True,
 LABELS = {"best_val_acc": "best val acc", "best_val_loss": "best val loss",
           "final_val_acc": "final val acc", "test_acc": "test acc", "test_loss": "test loss",
           "test_top5": "test top-5"}
-STATUS = {"done": "summary.json written", "running": "no summary.json yet (still running, or "
-          "stopped: see its log)", "missing": "no run folder yet (pending, or never started)"}
+STATUS = DESCRIPTIONS  # status -> what it means (printed under the table)
 CSV_COLUMNS = ["best_val_acc", "best_val_loss", "best_epoch", "final_val_acc", "test_acc",
                "test_loss", "epochs_done", "epochs_total", "wall_s", "status"]
 
@@ -85,8 +87,10 @@ def _best(epochs: list[dict[str, Any]], key: str, higher: bool) -> tuple[float |
     return max(vals, key=lambda v: v[0]) if higher else min(vals, key=lambda v: v[0])
 
 
-def point_row(sweep_dir: Path, point: dict[str, Any]) -> dict[str, Any]:
-    """One point's row: its overrides (one key each) and its results so far."""
+def point_row(sweep_dir: Path, point: dict[str, Any], status: str = "",
+              reason: str = "") -> dict[str, Any]:
+    """One point's row: its overrides (one key each), its results so far and its `status`
+    (runstate; without it: done when summary.json exists, else unfinished)."""
     run_dir = sweep_dir / point["dir"]
     records = read_jsonl(run_dir / "metrics.jsonl")
     epochs = [r for r in records if r.get("kind") == "epoch"]
@@ -106,10 +110,11 @@ def point_row(sweep_dir: Path, point: dict[str, Any]) -> dict[str, Any]:
                                                                       else None)}
     if res["best_val_acc"] is None:  # pretraining (no accuracy): the epoch of the lowest loss
         res["best_epoch"] = loss_epoch
-    status = "done" if summary else "running" if run_dir.is_dir() else "missing"
+    status = status or ("done" if summary else "unfinished")
     row: dict[str, Any] = {"index": point.get("index"), "dir": point["dir"],
                            **(point.get("overrides") or {})}
-    row.update(res, best_val_loss=loss, epochs_total=_epochs_total(run_dir), status=status)
+    row.update(res, best_val_loss=loss, epochs_total=_epochs_total(run_dir), status=status,
+               reason=reason)
     return row
 
 
@@ -119,7 +124,9 @@ def _sweep(sweep_dir: Path, metric: str) -> tuple[dict[str, Any], list[dict[str,
         raise TrainlabError(f"Unknown metric {metric!r} for compare. Valid metrics: "
                             f"{', '.join(METRICS)}.")
     man = read_manifest(sweep_dir)
-    rows = [point_row(sweep_dir, p) for p in man["points"]]
+    rows = [point_row(sweep_dir, p, state, reason)
+            for p, (state, reason, _) in zip(man["points"], sweep_states(sweep_dir, man),
+                                             strict=True)]
     if metric == "best_val_acc" and all(r["best_val_acc"] is None for r in rows) and any(
             r["best_val_loss"] is not None for r in rows):
         metric = "best_val_loss"  # pretraining (mae, simclr): no accuracy, lowest val loss wins
@@ -139,9 +146,10 @@ def compare_sweep(sweep_dir: Path, metric: str = "best_val_acc") -> list[dict[st
     """Rows of every point of the sweep in `sweep_dir`, best `metric` first, unfinished or
     missing points (no value yet) last. Each row: index, dir, one key per override of the
     point (e.g. "optim.lr"), best_val_acc, best_val_loss, best_epoch, final_val_acc, test_acc,
-    test_loss, test_top5, epochs_done, epochs_total, wall_s (s), status (done | running |
-    missing) and metric: the metric sorted by (best_val_loss when best_val_acc was asked for
-    but the sweep pretrains, mae/simclr, and logs no accuracy)."""
+    test_loss, test_top5, epochs_done, epochs_total, wall_s (s), status (runstate: done,
+    running, pending, failed, interrupted, submit-failed, ...), reason and metric: the metric
+    sorted by (best_val_loss when best_val_acc was asked for but the sweep pretrains,
+    mae/simclr, and logs no accuracy)."""
     return _sweep(Path(sweep_dir), metric)[1]
 
 
@@ -210,7 +218,9 @@ def compare_command(sweep_dir: Path, metric_asked: str = "best_val_acc",
     more = f", top {len(shown)} of {len(rows)}" if len(shown) < len(rows) else ""
     print(f"sorted by {metric} ({order} first{more})\n")
     print(format_table(shown, varied, metric))
-    notes = [f"{s}: {STATUS[s]}" for s, n in counts.items() if n and s != "done"]
+    refused = next((r["reason"] for r in rows if r["status"] == "submit-failed"), "")
+    notes = [f"{s}: {STATUS[s]}" + (f" ({refused})" if s == "submit-failed" and refused else "")
+             for s, n in counts.items() if n and s != "done"]
     if notes:
         print("\n" + "\n".join(notes))
     write_csv(rows, varied, sweep_dir / "compare.csv")

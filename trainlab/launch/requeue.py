@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Mapping
+from typing import TextIO
 
 from trainlab.engine.trainer import Interrupted
 from trainlab.launch import slurm
@@ -24,11 +26,15 @@ def _append(err: Interrupted, text: str) -> None:
 
 
 def requeue_after_interrupt(err: Interrupted, is_main: bool, max_requeues: int,
-                            environ: Mapping[str, str] | None = None) -> bool:
+                            environ: Mapping[str, str] | None = None,
+                            log: TextIO | None = None) -> bool:
     """Requeue this Slurm job when `err` came from USR1/SIGTERM and requeues are left.
 
     Rewrites `err`'s message and exit code (0 once requeued, so srun does not kill the other
     ranks first). Returns True when the job was (or, on ranks > 0, is being) requeued.
+    `scontrol requeue` makes Slurm kill this very process (the step is cancelled "DUE TO JOB
+    REQUEUE"), so what the job log must say is written to `log` (stderr) and flushed BEFORE
+    the requeue: anything printed after it may never be written.
     """
     env = os.environ if environ is None else environ
     job = env.get("SLURM_JOB_ID")
@@ -43,12 +49,16 @@ def requeue_after_interrupt(err: Interrupted, is_main: bool, max_requeues: int,
     if not is_main:  # rank 0 requeues; exit cleanly so srun does not kill it first
         err.exit_code = 0
         return True
+    out = sys.stderr if log is None else log
+    print(f"trainlab: {err} Requeueing Slurm job {job} (restart {restarts + 1} of at most "
+          f"{max_requeues}); it resumes from this checkpoint when it starts again.", file=out,
+          flush=True)
     try:
         slurm.requeue(job)
     except slurm.SlurmError as e:  # e.g. cancelled by the user: the job is already ending
         _append(err, f"Requeueing Slurm job {job} failed ({e}); the job ends here.")
         return False
-    _append(err, f"Requeued Slurm job {job} (restart {restarts + 1} of at most "
-                 f"{max_requeues}); it resumes from this checkpoint when it starts again.")
+    # Only reached when Slurm has not killed this process yet; the details are logged above.
+    err.args = (f"Requeued Slurm job {job}.",)
     err.exit_code = 0
     return True

@@ -82,6 +82,7 @@ class JobState:
     reason: str = ""
     restarts: int = 0
     source: str = "squeue"  # squeue | scontrol
+    exit_code: int = 0  # of the batch script, once ended (scontrol only)
 
 
 def _expand_tasks(spec: str) -> list[int]:
@@ -94,55 +95,76 @@ def _expand_tasks(spec: str) -> list[int]:
     return out
 
 
+def _query(args: list[str]) -> str | None:
+    """stdout of a squeue/scontrol query; None when Slurm does not know the job(s) (any more).
+    Raises SlurmError when the command is missing or Slurm could not be asked."""
+    require(args[0], "asking Slurm for job states")
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"`{' '.join(args)}` did not answer within 120 s") from None
+    if p.returncode == 0:
+        return p.stdout
+    msg = " ".join((p.stderr or p.stdout).split())
+    if "invalid job id" in msg.lower():
+        return None
+    raise SlurmError(f"{args[0]} failed: {msg or f'exit code {p.returncode}'}")
+
+
 def squeue_states(job_ids: Iterable[str]) -> dict[str, JobState]:
     """Jobs (and every array task) still known to squeue, by id ('123', '123_0')."""
     ids = sorted(set(job_ids))
-    if not ids or shutil.which("squeue") is None:
-        return {}
-    p = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%r"],
-                       capture_output=True, text=True, timeout=60)
-    if p.returncode != 0:  # e.g. every id already left the queue
+    if not ids:
         return {}
     out: dict[str, JobState] = {}
-    for line in p.stdout.splitlines():
+    text = _query(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%r"]) or ""
+    for line in text.splitlines():
         jid, state, reason = (line.split("|") + ["", ""])[:3]
         out[jid.strip()] = JobState(jid.strip(), state.strip(), reason.strip())
     return out
 
 
+def _exit_code(text: str) -> int:
+    """'138:0' -> 138 (the batch script's exit code; ':n' is the signal that killed it)."""
+    code, _, sig = text.partition(":")
+    return int(code) if code.isdigit() and int(code) else (128 + int(sig) if sig.isdigit()
+                                                           and int(sig) else 0)
+
+
 def scontrol_states(job_id: str) -> dict[str, JobState]:
     """Every record `scontrol show job` still holds for a job or array (finished jobs stay
     there for MinJobAge seconds); array ranges are expanded to '123_0', '123_1', ..."""
-    if shutil.which("scontrol") is None:
-        return {}
-    p = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True,
-                       text=True, timeout=60)
-    if p.returncode != 0:
-        return {}
+    text = _query(["scontrol", "-o", "show", "job", job_id]) or ""
     out: dict[str, JobState] = {}
-    for line in p.stdout.splitlines():
+    for line in text.splitlines():
         f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
         state, reason = f.get("JobState", "UNKNOWN"), f.get("Reason", "")
         restarts = int(f.get("Restarts", "0") or 0)
+        code = _exit_code(f.get("ExitCode", ""))
         tasks = f.get("ArrayTaskId")
         if tasks and f.get("ArrayJobId"):
             for t in _expand_tasks(tasks):
                 jid = f"{f['ArrayJobId']}_{t}"
-                out[jid] = JobState(jid, state, reason, restarts, "scontrol")
+                out[jid] = JobState(jid, state, reason, restarts, "scontrol", code)
         else:
-            out[f.get("JobId", job_id)] = JobState(f.get("JobId", job_id), state, reason,
-                                                   restarts, "scontrol")
+            jid = f.get("JobId", job_id)
+            out[jid] = JobState(jid, state, reason, restarts, "scontrol", code)
     return out
 
 
 def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
-    """Every job and array task of `job_ids` (plain or array job ids): live states from
-    squeue, filled in from `scontrol show job` for those that already left the queue."""
+    """Every job and array task of `job_ids` (plain or array job ids) that Slurm still lists:
+    from `scontrol show job` (restarts, exit codes; finished jobs for MinJobAge seconds),
+    with the live state and reason from squeue where it differs. Raises SlurmError when Slurm
+    cannot be asked (commands missing, slurmctld down)."""
     ids = sorted(set(job_ids))
-    states = squeue_states(ids)
+    states: dict[str, JobState] = {}
     for jid in ids:
-        for k, v in scontrol_states(jid).items():
-            states.setdefault(k, v)
+        states.update(scontrol_states(jid))
+    for k, v in squeue_states(ids).items():
+        old = states.get(k)
+        states[k] = JobState(k, v.state, v.reason, old.restarts if old else 0, "squeue",
+                             old.exit_code if old else 0)
     return states
 
 

@@ -1,13 +1,13 @@
-"""`trainlab status`: Slurm job state joined with each run's progress from its files.
+"""`trainlab status`: each run's state (launch/runstate.py) joined with its progress.
 
-The state comes from `squeue` (live) and `scontrol show job` (finished jobs, for MinJobAge
-seconds); neither needs accounting, so `sacct` is never used. When Slurm no longer knows a
-job, the run folder tells: `summary.json` means it finished.
+The state comes from what was recorded at submission (job ids, or sbatch's refusal), from
+`squeue` (live) and `scontrol show job` (finished jobs, for MinJobAge seconds; neither needs
+accounting, so `sacct` is never used) and from the run folder (`summary.json` means it
+finished; a checkpoint that it can resume).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,35 +17,26 @@ import yaml
 
 from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import TrainlabError
-from trainlab.launch import slurm
 from trainlab.launch.compare import MANIFEST, read_manifest
+from trainlab.launch.runstate import Submission, classify, run_submission, slurm_states
+from trainlab.launch.runstate import sweep_submissions as _sweep_subs
 
 
 @dataclass
 class Target:
     label: str
     run_dir: Path
-    job: str | None  # '123' or '123_4' (array task); None for runs never submitted
+    sub: Submission  # the recorded job ('123' or '123_4'), sbatch error, or a local run
 
-
-def _last_job(path: Path) -> dict[str, Any] | None:
-    try:
-        jobs = json.loads(path.read_text()).get("jobs", [])
-    except (OSError, ValueError):
-        return None
-    return jobs[-1] if jobs else None
+    @property
+    def job(self) -> str | None:
+        return self.sub.job
 
 
 def _sweep_targets(sweep_dir: Path) -> list[Target]:
     m = read_manifest(sweep_dir)
-    out = []
-    for p in m["points"]:
-        job = None
-        for j in m.get("jobs", []):  # the latest submission covering this point
-            if j.get("first", 0) <= p["index"] <= j.get("last", -1):
-                job = f"{j['job_id']}_{p['index'] - j.get('first', 0)}"
-        out.append(Target(p["dir"], sweep_dir / p["dir"], job))
-    return out
+    return [Target(p["dir"], sweep_dir / p["dir"], sub)
+            for p, sub in zip(m["points"], _sweep_subs(m), strict=True)]
 
 
 def find_targets(path: Path) -> list[Target]:
@@ -55,14 +46,13 @@ def find_targets(path: Path) -> list[Target]:
                             f"folder holding them (default: the current folder).")
     if (path / MANIFEST).is_file():
         return _sweep_targets(path)
-    if (path / "job.json").is_file() or (path / "metrics.jsonl").is_file():
-        job = _last_job(path / "job.json")
-        return [Target(path.name, path, job["job_id"] if job else None)]
+    if any((path / f).is_file() for f in ("job.json", "job.sbatch", "metrics.jsonl")):
+        return [Target(path.name, path, run_submission(path))]
     out: list[Target] = []
     for d in sorted({*path.glob("*/"), *path.glob("*/*/")}):
-        if (d / MANIFEST).is_file() or (d / "job.json").is_file():
+        if any((d / f).is_file() for f in (MANIFEST, "job.json", "job.sbatch")):
             rel = d.relative_to(path)
-            out += [Target(str(rel) if t.label == d.name else f"{rel}/{t.label}", t.run_dir, t.job)
+            out += [Target(str(rel) if t.label == d.name else f"{rel}/{t.label}", t.run_dir, t.sub)
                     for t in find_targets(d)]
     return out
 
@@ -99,41 +89,34 @@ def _age(t: float | None) -> str:
 
 
 def status_rows(path: Path) -> list[dict[str, Any]]:
-    """One row per run: label, job, state, reason, epoch, epochs, step, best_val_acc, updated."""
+    """One row per run: label, job, state (runstate.DESCRIPTIONS), slurm (Slurm's own state
+    or '-'), reason, epoch, epochs, step, best_val_acc, updated, run_dir."""
     targets = find_targets(path)
-    jobs = {t.job.split("_")[0] for t in targets if t.job}
-    states = slurm.job_states(jobs) if jobs else {}
+    states, problem = slurm_states(t.sub for t in targets)
     rows = []
     for t in targets:
-        info = progress(t.run_dir)
         st = states.get(t.job) if t.job else None
-        if st is not None:
-            state, reason = st.state, "" if st.reason in ("None", "") else st.reason
-        elif info["done"]:
-            state, reason = "COMPLETED", "summary.json" if t.job else "local run"
-        elif t.job:
-            state, reason = "UNKNOWN", "not in squeue/scontrol any more; no summary.json"
-        else:
-            state, reason = "LOCAL", "not submitted; no summary.json yet"
-        rows.append({"run": t.label, "job": t.job or "-", "state": state, "reason": reason,
-                     **info, "run_dir": str(t.run_dir)})
+        state, reason = classify(t.run_dir, t.sub, st, problem)
+        rows.append({"run": t.label, "job": t.job or "-", "state": state,
+                     "slurm": st.state if st else "-", "reason": reason,
+                     **progress(t.run_dir), "run_dir": str(t.run_dir)})
     return rows
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """A plain text table of `status_rows`."""
-    head = ["run", "job", "state", "epoch", "step", "best val", "updated", "reason"]
+    head = ["run", "job", "state", "slurm", "epoch", "step", "best val", "updated", "reason"]
     body = []
     for r in rows:
         ep = f"{r['epoch']}/{r['epochs']}" if r["epochs"] else str(r["epoch"])
         acc = f"{r['best_val_acc']:.4f}" if r["best_val_acc"] is not None else "-"
-        body.append([r["run"], r["job"], r["state"], ep, str(r["step"]), acc, _age(r["updated"]),
-                     r["reason"]])
+        body.append([r["run"], r["job"], r["state"], r["slurm"], ep, str(r["step"]), acc,
+                     _age(r["updated"]), r["reason"]])
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
              for row in [head, *body]]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    lines.append(", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no runs")
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs")
     return "\n".join(lines)

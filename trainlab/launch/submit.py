@@ -1,13 +1,16 @@
 """`trainlab submit`: one run as one Slurm batch job.
 
 The run folder gets `job.yaml` (the resolved config the job trains from), `job.sbatch` (the
-rendered script, editable) and `job.json` (job ids, one per submission). stdout/stderr of the
-job land in the run folder as `slurm-<jobid>.out/.err`, appended across requeues.
+rendered script, editable) and `job.json` (job ids, one per submission; or, when sbatch
+refused the job, its error as `submit_error`, so `trainlab status` shows "submit-failed"
+rather than a run). stdout/stderr of the job land in the run folder as
+`slurm-<jobid>.out/.err`, appended across requeues.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -35,14 +38,26 @@ def job_config(cfg: Config, run_dir: Path) -> Config:
     return cfg
 
 
-def record_submission(path: Path, job_id: str, script: Path, extra: dict[str, Any]) -> None:
-    """Append a submission to `path` (job.json or sweep.json's 'jobs'), atomically."""
-    import json
+def _now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
 
+
+def record_submission(path: Path, job_id: str, script: Path, extra: dict[str, Any]) -> None:
+    """Append a submission to `path` (job.json or sweep.json's 'jobs'), atomically; a
+    successful submission clears an earlier `submit_error`."""
     data = json.loads(path.read_text()) if path.is_file() else {}
+    data.pop("submit_error", None)
     data.setdefault("jobs", []).append({"job_id": job_id, "script": str(script),
-                                        "submitted": datetime.now().isoformat(timespec="seconds"),
-                                        **extra})
+                                        "submitted": _now(), **extra})
+    atomic_write_json(path, data)
+
+
+def record_failure(path: Path, error: str, extra: dict[str, Any]) -> None:
+    """Record in `path` (job.json or sweep.json) that sbatch refused a submission, atomically:
+    status then says "submit-failed" with sbatch's reason instead of showing a run."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.setdefault("jobs", [])
+    data["submit_error"] = {"error": error, "time": _now(), **extra}
     atomic_write_json(path, data)
 
 
@@ -70,7 +85,11 @@ def submit_run(recipe: str | None, overrides: list[str], opts: SlurmOptions,
     atomic_write_text(run_dir / JOB_CONFIG, dump_yaml(cfg))
     atomic_write_text(script_path, script)
     os.chmod(script_path, 0o755)
-    out["job_id"] = slurm.sbatch(str(script_path), script_path=str(script_path))
+    try:
+        out["job_id"] = slurm.sbatch(str(script_path), script_path=str(script_path))
+    except slurm.SlurmError as e:
+        record_failure(run_dir / JOB_RECORD, str(e), {"script": str(script_path)})
+        raise
     record_submission(run_dir / JOB_RECORD, out["job_id"], script_path,
                       {"recipe": str(Path(recipe).absolute()) if recipe else None,
                        "overrides": list(overrides)})

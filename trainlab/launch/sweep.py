@@ -38,7 +38,7 @@ from trainlab.launch import slurm
 from trainlab.launch.compare import FORMAT, MANIFEST
 from trainlab.launch.job import train_job
 from trainlab.launch.script import SlurmOptions, array_run_lines, render_script
-from trainlab.launch.submit import JOB_CONFIG, job_config, record_submission
+from trainlab.launch.submit import JOB_CONFIG, job_config, record_failure, record_submission
 
 SCRIPT = "sweep.sbatch"
 
@@ -252,11 +252,30 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
                     f"--export=ALL,TRAINLAB_ARRAY_OFFSET={first}"]
             if max_parallel and prev:
                 args.append(f"--dependency=afterany:{prev}")
-        job = slurm.sbatch(str(script_path), args, script_path=str(script_path))
+        try:
+            job = slurm.sbatch(str(script_path), args,  # (its hint says nothing was submitted)
+                               script_path="" if jobs else str(script_path))
+        except slurm.SlurmError as e:
+            record_failure(sweep_dir / MANIFEST, str(e), {"first": first, "last": last})
+            raise slurm.SlurmError(f"{e}{_failure_note(sweep_dir, jobs, first, last)}") from None
         record_submission(sweep_dir / MANIFEST, job, script_path, {"first": first, "last": last})
         jobs.append({"job_id": job, "first": first, "last": last})
         prev = job
     return script, jobs
+
+
+def _failure_note(sweep_dir: Path, jobs: list[dict[str, Any]], first: int, last: int) -> str:
+    """What the user can do after sbatch refused points first..last (sweep.json records it)."""
+    if not jobs:
+        return (f" The sweep folder {sweep_dir} is kept (`trainlab status` shows its points "
+                f"as submit-failed); fix the options and run the same command again to submit "
+                f"it.")
+    n = last - first + 1
+    return (f" Points {jobs[0]['first']}-{jobs[-1]['last']} were submitted (job"
+            f"{'s' if len(jobs) > 1 else ''} {', '.join(j['job_id'] for j in jobs)}); points "
+            f"{first}-{last} were not. Submit them with `sbatch --array={array_spec(n, None)} "
+            f"--export=ALL,TRAINLAB_ARRAY_OFFSET={first} {sweep_dir / SCRIPT}` once the "
+            f"problem is fixed.")
 
 
 def run_local(sweep_dir: Path, points: list[Point], configs: list[Config]) -> list[str]:
