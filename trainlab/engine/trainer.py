@@ -41,6 +41,45 @@ class TrainState:
     wall_s: float = 0.0  # training wall time over every segment of the run, seconds
 
 
+class MetricSums:
+    """Per-sample sums of a method's outputs over a window or an epoch, kept on the device as
+    one vector: a step costs one stack, one multiply and one add per accumulator, not a few
+    kernels per metric (it matters for small models on GPUs)."""
+
+    def __init__(self) -> None:
+        self.keys: tuple[str, ...] = ()
+        self.vec: Tensor | None = None  # [len(keys)] float32 sums
+        self.n = 0  # samples
+
+    @staticmethod
+    def values(out: dict[str, Tensor], b: int) -> Tensor:
+        """out's values (scalars, means over a batch of b) as per-sample sums [len(out)]."""
+        return torch.stack([v.detach().float() for v in out.values()]) * b
+
+    def add(self, out: dict[str, Tensor], vals: Tensor, b: int) -> None:
+        """Add a batch of `b` samples: `vals` = `values(out, b)`."""
+        keys = tuple(out)
+        if self.vec is None:
+            self.keys, self.vec = keys, vals.clone()
+        elif keys == self.keys:
+            self.vec += vals
+        else:  # the method returned other metrics this step (rare): merge by name
+            merged = self.as_dict()
+            for k, v in zip(keys, vals.unbind(), strict=True):
+                merged[k] = merged.get(k, 0) + v
+            self.keys, self.vec = tuple(merged), torch.stack(list(merged.values()))
+        self.n += b
+
+    def as_dict(self) -> dict[str, Tensor]:
+        return dict(zip(self.keys, self.vec.unbind(), strict=True)) if self.vec is not None else {}
+
+    def nonfinite_loss(self) -> Tensor | bool:
+        """A device scalar: the summed loss is nan/inf (so some step's loss was)."""
+        if self.vec is None or "loss" not in self.keys:
+            return False
+        return ~torch.isfinite(self.vec[self.keys.index("loss")])
+
+
 class StopFlag:
     """Turns SIGINT/SIGTERM/SIGUSR1 (Slurm's time-limit warning) into a flag checked after each
     optimizer step (a 2nd Ctrl-C kills)."""
@@ -187,10 +226,10 @@ class Trainer:
             return ""
         return f" The last good checkpoint, if any, is {self.checkpointer.path('last.pt')}."
 
-    def _flags(self, bad: Tensor) -> tuple[bool, bool]:
+    def _flags(self, bad: Tensor | bool) -> tuple[bool, bool]:
         """(stop requested on any rank, non-finite loss on any rank) — agreed by all ranks."""
         vec = torch.stack([torch.tensor(float(self.stop.signum is not None), device=self.device),
-                           bad.float()])
+                           torch.as_tensor(bad, device=self.device).float()])
         all_reduce_sum(vec)
         stop, nonfinite = vec.tolist()
         return stop > 0, nonfinite > 0
@@ -227,14 +266,11 @@ class Trainer:
         n_batches = len(self.train_loader)
         seg_start, wall0 = time.perf_counter(), state.wall_s
         lr = self.schedule(state.step)
-        bad = torch.zeros((), dtype=torch.bool, device=self.device)
         ddp = hasattr(self.train_module, "no_sync")
         while state.epoch < self.epochs:
             epoch = state.epoch
-            ep_sums: dict[str, Tensor] = {}
-            win_sums: dict[str, Tensor] = {}
-            ep_n, win_n, win_t = 0, 0, time.perf_counter()
-            ep_t0 = win_t
+            ep_sums, win_sums = MetricSums(), MetricSums()
+            win_t = ep_t0 = time.perf_counter()
             self.console.start_epoch(epoch, self.epochs, n_batches, state.batch)
             for j, batch in enumerate(self.train_loader.epoch(epoch, state.batch), state.batch):
                 pos = j % self.accum
@@ -249,12 +285,9 @@ class Trainer:
                         out = self.train_module(batch)
                     self._backward(out["loss"] / group)
                 b = len(batch[1])
-                for k, v in out.items():
-                    v = v.detach().float() * b
-                    ep_sums[k] = ep_sums.get(k, 0) + v
-                    win_sums[k] = win_sums.get(k, 0) + v
-                bad = bad | ~torch.isfinite(out["loss"].detach())
-                ep_n, win_n = ep_n + b, win_n + b
+                vals = MetricSums.values(out, b)
+                ep_sums.add(out, vals, b)
+                win_sums.add(out, vals, b)
                 if pos != group - 1:
                     continue
                 self._optimizer_step()
@@ -262,15 +295,15 @@ class Trainer:
                 state.batch = j + 1
                 self.console.update(group)
                 if state.step % self.sync_every == 0 or state.batch == n_batches:
-                    stop, nonfinite = self._flags(bad)
+                    stop, nonfinite = self._flags(ep_sums.nonfinite_loss())
                     if nonfinite:
                         raise self._diverged("nan or inf", state, lr)
                     if stop:
                         state.wall_s = wall0 + time.perf_counter() - seg_start
                         return self._interrupted(state)
                 if state.step % self.log_every == 0:
-                    self._log_window(win_sums, win_n, win_t, epoch, state.step, lr)
-                    win_sums, win_n, win_t = {}, 0, time.perf_counter()
+                    self._log_window(win_sums, win_t, epoch, state.step, lr)
+                    win_sums, win_t = MetricSums(), time.perf_counter()
                 if self.max_steps is not None and state.step >= self.max_steps:
                     self.console.end_epoch()
                     state.wall_s = wall0 + time.perf_counter() - seg_start
@@ -279,14 +312,14 @@ class Trainer:
             ep_seconds = time.perf_counter() - ep_t0
             state.epoch, state.batch = epoch + 1, 0
             state.wall_s = wall0 + time.perf_counter() - seg_start
-            self._end_epoch(state, epoch, lr, ep_sums, ep_n, ep_seconds)
-            if self._flags(bad)[0]:
+            self._end_epoch(state, epoch, lr, ep_sums, ep_seconds)
+            if self._flags(ep_sums.nonfinite_loss())[0]:
                 return self._interrupted(state)
         return state
 
-    def _log_window(self, sums: dict[str, Tensor], n: int, t0: float, epoch: int, step: int,
+    def _log_window(self, sums: MetricSums, t0: float, epoch: int, step: int,
                     lr: float) -> None:
-        means, n_all = reduce_sums(sums, n, self.device)
+        means, n_all = reduce_sums(sums.as_dict(), sums.n, self.device)
         rec: dict[str, Any] = dict(means)
         rec.update(kind="train", epoch=epoch, step=step, lr=lr,
                    img_per_s=n_all / max(time.perf_counter() - t0, 1e-9))
@@ -298,11 +331,11 @@ class Trainer:
         self.console.update(0, post)
 
     def _end_epoch(self, state: TrainState, epoch: int, lr: float,
-                   ep_sums: dict[str, Tensor], ep_n: int, ep_seconds: float) -> None:
-        means, n_all = reduce_sums(ep_sums, ep_n, self.device)
+                   ep_sums: MetricSums, ep_seconds: float) -> None:
+        means, n_all = reduce_sums(ep_sums.as_dict(), ep_sums.n, self.device)
         train = {f"train_{k}": v for k, v in means.items()}
         img_per_s = n_all / max(ep_seconds, 1e-9)
-        if ep_sums and not math.isfinite(train["train_loss"]):
+        if ep_sums.n and not math.isfinite(train["train_loss"]):
             raise self._diverged(train["train_loss"], state, lr)
         val: dict[str, float] = {}
         if self.val_loader is not None and len(self.val_loader.y) > 0:
