@@ -12,7 +12,7 @@ from trainlab.data.file_loader import FileLoader
 from trainlab.data.keys import SampleKeys, contiguous_keys, rank_seed, sample_uniform
 from trainlab.data.loader import DeviceLoader
 from trainlab.dist.env import DistEnv
-from trainlab.engine.run import assemble
+from trainlab.engine.assemble import assemble
 from trainlab.methods import build_method
 from trainlab.methods.mae import random_masking
 from trainlab.models import ImageSpec, build_model
@@ -136,16 +136,17 @@ def test_simclr_views_follow_the_sample_not_the_rank():
         assert not any(torch.allclose(w0[j], w1[j]) for j in range(4))
 
 
-def test_dropout_generator_differs_per_rank_and_repeats(tmp_path):
+def test_dropout_generator_differs_per_rank_and_repeats(tmp_path, monkeypatch):
     """After assembly every rank has the same weights but its own global generator (dropout,
     drop-path), fixed by (run.seed, rank)."""
+    monkeypatch.setattr("trainlab.engine.assemble.DDP", lambda m, **kw: m)  # no process group
     cfg = build_config(None, quick(tmp_path, "model.name=mlp", "model.dropout=0.5"))
     draws, weights = [], []
     for rank in (0, 1, 0):
         a = assemble(cfg, DistEnv(rank=rank, local_rank=rank, world_size=2),
                      torch.device("cpu"))
         draws.append(torch.rand(8))
-        weights.append(a.parts.model.state_dict())
+        weights.append(a.model.state_dict())
     assert not torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
