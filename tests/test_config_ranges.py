@@ -60,7 +60,7 @@ BAD: dict[str, list[str | list[str]]] = {
     "model.hidden": ["[512, 0]", "[-1]"],
     "model.widths": ["[]", "[32, 0]", "[-8]"],
     "model.stem_stride": ["0", "3"],
-    "model.norm": ["instance", "BatchNorm", ["model.name=vit_tiny", "model.norm=batch"],
+    "model.norm": ["instance", "BatchNorm", "null", ["model.name=vit_tiny", "model.norm=batch"],
                    ["model.name=vit_tiny", "model.norm=group"]],
     "model.dropout": ["-0.1", "1"],
     "model.image_size": ["0", "-8"],

@@ -72,6 +72,15 @@ def test_norm_layer_types(name: str, norm: str) -> None:
     assert model(x).shape == (4, 10)  # builds and runs (train mode: batch statistics too)
 
 
+def test_norm_none_is_a_value_not_null(tmp_path) -> None:
+    """`none` must reach the model as "none" from overrides and recipes alike."""
+    assert build_config(None, ["model.norm=none"]).model.norm == "none"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {norm: none}\n")
+    assert build_config(recipe).model.norm == "none"
+    assert build_config(None, []).model.norm == "auto"
+
+
 def test_norm_defaults_are_the_models_own() -> None:
     assert _norms(build_model(ModelConfig(name="mlp"), DIGITS)) == []
     assert all(isinstance(m, nn.BatchNorm2d) for m in

@@ -122,8 +122,9 @@ class ModelConfig:
         1, length=(1, None), hint="at least one positive stage width, e.g. [32,64,128]"))
     # cnn stem conv stride (2 -> stages start at half size)
     stem_stride: int = key(1, choices(1, 2, hint="2 starts the stages at half size"))
-    # normalization layers; None -> the model's own (cnn/resnet batch, mlp none, vit layer)
-    norm: str | None = key(None, choices(*NORMS, hint="null keeps the model's own"))
+    # normalization layers; auto -> the model's own (cnn/resnet batch, mlp none, vit layer).
+    # Not null: "none" is a value here, and a null-able key would read `none` as null.
+    norm: str = key("auto", choices("auto", *NORMS, hint="auto keeps the model's own"))
     # before the classifier (and between mlp layers)
     dropout: float = key(0.0, rng(0, 1, hi_open=True, hint="0 turns it off, 0.1 is usual"))
     image_size: int | None = key(None, rng(1, hint="pixels; null = the data's image size"))

@@ -7,8 +7,9 @@
 - `group`: `GroupNorm(group_count(C), C)`: statistics per image over groups of channels;
 - `none`: `Identity` (convolutions then get a bias, which BatchNorm otherwise makes redundant).
 
-`model.norm=null` keeps the model's own: batch for `cnn` and the ResNets, none for `mlp`, layer
-for the ViTs. ViTs take `layer` or `none` only (`check_norm` refuses the rest).
+`model.norm=auto` (the default) keeps the model's own: batch for `cnn` and the ResNets, none
+for `mlp`, layer for the ViTs. ViTs take `layer` or `none` only (`check_norm` refuses the
+rest).
 """
 
 from __future__ import annotations
@@ -40,22 +41,22 @@ def group_count(channels: int) -> int:
     return best
 
 
-def resolve_norm(norm: str | None, family: str) -> str:
-    """The norm a model of `family` is built with: `norm`, or the family's own when None."""
+def resolve_norm(norm: str, family: str) -> str:
+    """The norm a model of `family` is built with: `norm`, or the family's own for auto."""
     own, _ = FAMILY_NORMS.get(family, ("none", ()))
-    return own if norm is None else norm
+    return own if norm == "auto" else norm
 
 
-def check_norm(norm: str | None, family: str, model_name: str) -> None:
+def check_norm(norm: str, family: str, model_name: str) -> None:
     """ConfigError naming model.norm when a `family` model cannot be built with `norm`."""
-    if norm is None or family not in FAMILY_NORMS:
+    if norm == "auto" or family not in FAMILY_NORMS:
         return
     own, allowed = FAMILY_NORMS[family]
     if norm not in allowed:
         raise ConfigError(
             f"model.norm={norm} does not exist for model.name={model_name} (a {family} model "
             f"normalizes with: {', '.join(allowed)}; its own is {own}). Set model.norm to one "
-            f"of those, or model.norm=null for the model's own.")
+            f"of those, or model.norm=auto for the model's own.")
 
 
 def norm2d(kind: str, channels: int) -> nn.Module:
