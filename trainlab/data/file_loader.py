@@ -73,9 +73,9 @@ def resolve_pipeline(cfg: DataConfig, shape: tuple[int, ...], train: bool) -> Pi
 
     Output size is `data.image_size` squared, else the stored size. Training augmentation uses
     data.flip/rotate_deg/brightness/contrast/saturation/hue (None -> the data set's default),
-    data.crop_scale,
-    data.auto_augment and data.random_erasing; `data.augment=false` or `train=False` turns it off.
-    `cfg` is validated (`trainlab.config.validate`): crop_scale, random_erasing... in range.
+    data.crop_scale, data.auto_augment and data.random_erasing; `data.augment=false` or
+    `train=False` turns it off. `cfg` is validated (`trainlab.config.validate`): crop_scale,
+    random_erasing... in range.
     """
     scale = tuple(float(v) for v in cfg.crop_scale)
     if cfg.image_size is not None:
