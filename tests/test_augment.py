@@ -51,13 +51,14 @@ def _crop_flip_reference(x: torch.Tensor, params: torch.Tensor, pad: int) -> tor
 def test_params_layout_and_ranges():
     p = sample_params(FULL, 4096, _gen(0))
     assert p.shape == (4096, len(PARAM_COLUMNS)) and p.dtype == torch.float32
-    dx, dy, flip, angle, bright, contrast = p.unbind(1)
+    dx, dy, flip, angle, bright, contrast, saturation, hue = p.unbind(1)
     for shift in (dx, dy):
         assert torch.equal(shift, shift.round()) and set(shift.unique().tolist()) == {
             -2.0, -1.0, 0.0, 1.0, 2.0}
     assert set(flip.unique().tolist()) == {0.0, 1.0}
     assert angle.abs().max() <= 15 and angle.std() > 5
     assert (bright - 1).abs().max() <= 0.3 and (contrast - 1).abs().max() <= 0.3
+    assert torch.equal(saturation, torch.ones(4096)) and torch.equal(hue, torch.zeros(4096))
 
 
 def test_params_differ_per_sample_and_repeat_per_seed():

@@ -40,6 +40,9 @@ BAD: dict[str, list[str | list[str]]] = {
     "data.rotate_deg": ["-1", "181"],
     "data.brightness": ["-0.1", "1"],
     "data.contrast": ["-0.1", "1"],
+    "data.saturation": ["-0.1", "1"],
+    "data.hue": ["-0.1", "0.6"],
+    "data.normalize": ["mean", "null", "batch"],
     "data.labels_fraction": ["0", "1.01", "-0.5"],
     "data.coarse_labels": [["data.coarse_labels=true", "data.name=digits"]],
     "data.image_size": ["0", "-32"],
@@ -57,6 +60,8 @@ BAD: dict[str, list[str | list[str]]] = {
     "model.hidden": ["[512, 0]", "[-1]"],
     "model.widths": ["[]", "[32, 0]", "[-8]"],
     "model.stem_stride": ["0", "3"],
+    "model.norm": ["instance", "BatchNorm", "null", ["model.name=vit_tiny", "model.norm=batch"],
+                   ["model.name=vit_tiny", "model.norm=group"]],
     "model.dropout": ["-0.1", "1"],
     "model.image_size": ["0", "-8"],
     "model.patch_size": ["0", "-4"],
@@ -97,6 +102,7 @@ BAD: dict[str, list[str | list[str]]] = {
     "train.batch_size": ["0", "-8"],
     "train.accum_steps": ["0"],
     "train.label_smoothing": ["-0.1", "1"],
+    "train.loss": ["l2", "MSE", ["method.name=simclr", "train.loss=mse"]],
     "train.grad_clip": ["-1"],
     "train.eval_batch_size": ["0"],
     "train.precision": ["fp8", "FP16"],
@@ -139,6 +145,9 @@ BOUNDARY = [
     ["optim.nesterov=true", "optim.name=sgd"], ["data.coarse_labels=true", "data.name=cifar100"],
     ["run.device=cpu"], ["data.num_workers=0"], ["data.in_memory_max_gb=0"],
     ["method.name=mae", "model.name=vit_tiny"], ["method.name=simclr", "model.name=cnn"],
+    ["model.norm=none"], ["model.name=vit_tiny", "model.norm=none"], ["model.norm=group"],
+    ["model.name=mlp", "model.norm=batch"], ["data.hue=0.5"], ["data.normalize=none"],
+    ["train.loss=mse", "method.name=finetune"],
 ]
 DEVICES_OK = ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"]
 

@@ -51,11 +51,15 @@ def positive(name: str, value: int | None) -> None:
 
 # ---------------------------------------------------------------------------- training
 def cmd_train(ns: argparse.Namespace) -> int:
-    from trainlab.config.load import build_config
+    from trainlab.config.load import build_config, read_sweep
     from trainlab.dist.threads import omp_wait_policy
 
     recipe, overrides = split_recipe(ns.args)
     cfg = build_config(recipe, overrides)
+    if recipe is not None and read_sweep(recipe) is not None:  # a sweep recipe: its base config
+        print(f"trainlab: note: {recipe} has a sweep: section; `trainlab train` trains its base "
+              f"config once (run the grid with `trainlab sweep {recipe} --local`).",
+              file=sys.stderr)
     policy = omp_wait_policy(cfg.run.threads, os.environ)  # before torch starts OpenMP
     if policy:
         os.environ["OMP_WAIT_POLICY"] = policy
@@ -319,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--grid", action="append", metavar="KEY=V1,V2,...")
     w.add_argument("--random", type=int, metavar="N", help="sample N points of the --range keys")
     w.add_argument("--range", action="append", metavar="KEY=LOW:HIGH[:log|:lin|:int]")
-    w.add_argument("--seeds", type=int, default=1, metavar="K",
-                   help="repeat every point with run.seed = seed, seed+1, ... (K seeds)")
+    w.add_argument("--seeds", type=int, default=None, metavar="K",
+                   help="repeat every point with run.seed = seed, seed+1, ... (K seeds; "
+                   "default: the recipe's sweep.seeds, else 1)")
     w.add_argument("--sweep-seed", type=int, default=0, help="seed of the --random sampling")
     w.add_argument("--max-parallel", type=int, metavar="P", help="array tasks running at once")
     w.add_argument("--dir", help="sweep folder (default: sweeps/<recipe>-<timestamp>)")

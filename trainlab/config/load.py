@@ -141,8 +141,106 @@ def _check_key(key: str, source: str) -> tuple[str, str]:
     return section, name
 
 
+SWEEP_SECTION = "sweep"  # a recipe's optional grid for `trainlab sweep` (not a config section)
+SWEEP_FIELDS = ("grid", "points", "seeds")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeSweep:
+    """A recipe's `sweep:` section: `grid` {dotted key: [typed values]} (product of the
+    values); `points`, explicit settings [{dotted key: typed value}] that all name the same
+    keys, for keys that must change together (batch size with its lr, epochs per model); the
+    sweep is points x grid product x `seeds` runs (run.seed, run.seed+1, ...)."""
+
+    grid: dict[str, list[Any]]
+    seeds: int = 1
+    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    """Read a recipe YAML into {dotted key: raw value}."""
+    """Read a recipe YAML into {dotted key: raw value}. A `sweep:` section is not part of the
+    config (a plain `trainlab train` trains the base config); `read_sweep` reads it."""
+    flat: dict[str, Any] = {}
+    for section, body in _read_sections(path).items():
+        if section == SWEEP_SECTION:
+            continue
+        for name, value in body.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def read_sweep(path: str | Path) -> RecipeSweep | None:
+    """The recipe's `sweep:` section, type-checked, or None when it has none, e.g.
+    `sweep: {grid: {optim.lr: [1e-4, 1e-3, 1e-2]}, seeds: 1}`. Every grid key must be a config
+    key with a non-empty list of values of its type (values are range-checked later, with
+    each sweep point's whole config)."""
+    body = _read_sections(path).get(SWEEP_SECTION)
+    if body is None:
+        return None
+    where = f"recipe '{path}', section sweep"
+    unknown = [k for k in body if k not in SWEEP_FIELDS]
+    if unknown:
+        near = _closest(str(unknown[0]), list(SWEEP_FIELDS))
+        raise ConfigError(
+            f"In {where}: unknown entry '{unknown[0]}'.{near} A sweep section holds grid (a "
+            f"mapping of config keys to lists of values), points (a list of settings that "
+            f"name the same keys) and seeds (runs per point), e.g. "
+            f"'sweep: {{grid: {{optim.lr: [1e-3, 1e-2]}}, seeds: 1}}'.")
+    grid_body = body.get("grid") or {}
+    if not isinstance(grid_body, dict):
+        raise ConfigError(f"In {where}: grid must map config keys to lists of values (got "
+                          f"{grid_body!r}), e.g. 'grid: {{optim.lr: [1e-3, 1e-2]}}'.")
+    grid: dict[str, list[Any]] = {}
+    for key, values in grid_body.items():
+        section, name = _check_key(str(key), where)
+        if not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"In {where}: grid entry '{key}' must be a non-empty list of values (got "
+                f"{values!r}), e.g. '{key}: [a, b]' (a list-valued key takes a list of lists).")
+        tp = _field_types(SECTIONS[section])[name]
+        grid[str(key)] = [coerce(v, tp, str(key), where) for v in values]
+    points = _sweep_points(body.get("points") or [], where)
+    both = sorted(set(grid) & set(points[0] if points else {}))
+    if both:
+        raise ConfigError(f"In {where}: {both[0]} is in both grid and points; give it once.")
+    seeds = body.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"In {where}: seeds must be a whole number >= 1 (got {seeds!r}), "
+                          f"e.g. 'seeds: 3' for run.seed, run.seed+1, run.seed+2.")
+    if seeds > 1 and "run.seed" in {*grid, *(points[0] if points else {})}:
+        raise ConfigError(f"In {where}: seeds and a run.seed grid/point both set seeds; use "
+                          f"one.")
+    if not grid and not points and seeds == 1:
+        raise ConfigError(f"In {where}: nothing to sweep; give grid (config key -> values), "
+                          f"points and/or seeds > 1.")
+    return RecipeSweep(grid, seeds, points)
+
+
+def _sweep_points(body: Any, where: str) -> list[dict[str, Any]]:
+    """The `points:` list of a sweep section, each a mapping of config keys to typed values,
+    all naming the same keys (so every point has a value for each compared column)."""
+    if not isinstance(body, list) or not all(isinstance(p, dict) and p for p in body):
+        raise ConfigError(f"In {where}: points must be a list of mappings of config keys to "
+                          f"values (got {body!r}), e.g. 'points: [{{train.batch_size: 64, "
+                          f"optim.lr: 2e-3}}, {{train.batch_size: 256, optim.lr: 8e-3}}]'.")
+    points = []
+    for i, point in enumerate(body):
+        typed = {}
+        for key, value in point.items():
+            section, name = _check_key(str(key), where)
+            tp = _field_types(SECTIONS[section])[name]
+            typed[str(key)] = coerce(value, tp, str(key), where)
+        if points and set(typed) != set(points[0]):
+            raise ConfigError(
+                f"In {where}: point {i} names {', '.join(sorted(typed))} but point 0 names "
+                f"{', '.join(sorted(points[0]))}; every point must set the same keys.")
+        points.append(typed)
+    return points
+
+
+def _read_sections(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The recipe's YAML as {section: mapping}; every section must be a config section or
+    `sweep`, and a mapping."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(
@@ -176,14 +274,14 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"Recipe file '{path}' must be a mapping of sections (run:, data:, ...)."
         )
-    flat: dict[str, Any] = {}
     for section, body in data.items():
-        if section not in SECTIONS:
+        if section not in SECTIONS and section != SWEEP_SECTION:
             near = _closest(str(section), all_keys() if not isinstance(body, dict)
-                            else list(SECTIONS))
+                            else [*SECTIONS, SWEEP_SECTION])
             raise ConfigError(
                 f"Recipe '{path}' has an unknown top-level section '{section}'.{near} A recipe "
-                f"maps sections ({', '.join(SECTIONS)}) to their keys, e.g. 'optim: {{lr: 0.1}}'."
+                f"maps sections ({', '.join(SECTIONS)}) to their keys, e.g. 'optim: {{lr: 0.1}}'"
+                f", plus an optional '{SWEEP_SECTION}:' grid for `trainlab sweep`."
             )
         if not isinstance(body, dict):
             raise ConfigError(
@@ -191,9 +289,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
                 f"(got {body!r}), e.g. '{section}: {{key: value}}' or one 'key: value' per "
                 f"indented line below '{section}:'."
             )
-        for name, value in body.items():
-            flat[f"{section}.{name}"] = value
-    return flat
+    return data
 
 
 def build_config(recipe: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:

@@ -20,6 +20,9 @@ SCHEDULES = ("cosine", "constant", "step")
 PRECISIONS = ("fp32", "bf16", "fp16")
 POOLS = ("cls", "mean")
 AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")
+NORMS = ("batch", "layer", "group", "none")
+NORMALIZES = ("channel", "none")
+LOSSES = ("cross_entropy", "mse")
 
 _SWITCH = "a switch: true and false are both valid"
 _PATH = "a path, checked when it is used"
@@ -70,6 +73,13 @@ class DataConfig:
     brightness: float | None = key(None, rng(0, 1, hi_open=True, hint=_JITTER))
     # factor uniform in [1-c, 1+c]; None -> data default
     contrast: float | None = key(None, rng(0, 1, hi_open=True, hint=_JITTER))
+    # RGB only: saturation factor uniform in [1-s, 1+s]; None -> data default (0 = off)
+    saturation: float | None = key(None, rng(0, 1, hi_open=True, hint=_JITTER + " (RGB only)"))
+    # RGB only: hue shift uniform in [-h, h] turns of the colour wheel; None -> data default
+    hue: float | None = key(None, rng(0, 0.5, hint="0 turns it off, 0.05 is usual (RGB only)"))
+    # input normalization: per-channel mean/std of the training split, or raw [0, 1] pixels
+    normalize: str = key("channel", choices(*NORMALIZES,
+                                            hint="none feeds raw [0, 1] pixels"))
     # class-balanced share of the training labels used (e.g. 0.01)
     labels_fraction: float = key(1.0, rng(0, 1, lo_open=True,
                                           hint="1 uses every label, 0.01 keeps 1% per class"))
@@ -112,6 +122,9 @@ class ModelConfig:
         1, length=(1, None), hint="at least one positive stage width, e.g. [32,64,128]"))
     # cnn stem conv stride (2 -> stages start at half size)
     stem_stride: int = key(1, choices(1, 2, hint="2 starts the stages at half size"))
+    # normalization layers; auto -> the model's own (cnn/resnet batch, mlp none, vit layer).
+    # Not null: "none" is a value here, and a null-able key would read `none` as null.
+    norm: str = key("auto", choices("auto", *NORMS, hint="auto keeps the model's own"))
     # before the classifier (and between mlp layers)
     dropout: float = key(0.0, rng(0, 1, hi_open=True, hint="0 turns it off, 0.1 is usual"))
     image_size: int | None = key(None, rng(1, hint="pixels; null = the data's image size"))
@@ -187,6 +200,8 @@ class TrainConfig:
     # forward passes per optimizer step; effective batch = batch_size*accum
     accum_steps: int = key(1, rng(1, hint="1 steps after every batch"))
     label_smoothing: float = key(0.0, rng(0, 1, hi_open=True, hint="0.1 is a common choice"))
+    # supervised loss: cross-entropy, or squared error of the logits against the target
+    loss: str = key("cross_entropy", choices(*LOSSES, hint="cross_entropy is the default"))
     # max global grad norm; 0 -> off
     grad_clip: float = key(0.0, rng(0, hint="0 turns it off, 1.0 is usual"))
     eval_batch_size: int = key(512, rng(1, hint="e.g. 512"))

@@ -8,9 +8,11 @@ and applied by `apply_augment`:
    integer translation with black fill, like torchvision `RandomCrop(padding=p)`), horizontal
    flip and rotation about the image centre;
 2. photometric, per image: brightness multiplies, contrast blends towards the image's mean grey;
-   values are clamped to [0, 1].
+   then, for RGB images only, saturation blends each pixel towards its own grey (luma) value and
+   hue rotates the colour wheel (RGB -> HSV, shift H, back); values are clamped to [0, 1] after
+   each op, in this order (as torchvision's ColorJitter with a fixed order).
 
-Params columns (float32 [N, 6]), see `PARAM_COLUMNS`:
+Params columns (float32 [N, 8]), see `PARAM_COLUMNS`:
   0 dx_px      horizontal crop offset, integer pixels in [-pad, pad] (out[i, j] = in[i+dy, j+dx])
   1 dy_px      vertical crop offset, integer pixels in [-pad, pad]
   2 flip       1.0 = flip horizontally, 0.0 = keep
@@ -18,7 +20,11 @@ Params columns (float32 [N, 6]), see `PARAM_COLUMNS`:
                counter-clockwise as displayed, like torch.rot90(x, 1, dims=(2, 3))
   4 brightness factor, uniform in [1 - b, 1 + b]
   5 contrast   factor, uniform in [1 - c, 1 + c]
-An op that is off gets its neutral value (0, 0, 0, 0, 1, 1).
+  6 saturation factor, uniform in [1 - s, 1 + s] (0 = grey, 1 = unchanged)
+  7 hue        shift in turns of the colour wheel, uniform in [-h, h] (1/3: red -> green)
+An op that is off gets its neutral value (0, 0, 0, 0, 1, 1, 1, 0). Columns 0-5 come from one
+draw and 6-7 from a second one after it, so adding the colour columns left the first six (and
+every run without colour jitter) exactly as they were.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ import torch.nn.functional as F
 from trainlab.config.schema import DataConfig
 from trainlab.data.sources import augment_defaults
 
-PARAM_COLUMNS = ("dx_px", "dy_px", "flip", "angle_deg", "brightness", "contrast")
-NEUTRAL_PARAMS = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
+PARAM_COLUMNS = ("dx_px", "dy_px", "flip", "angle_deg", "brightness", "contrast", "saturation",
+                 "hue")
+NEUTRAL_PARAMS = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0)
+_FIRST_DRAW = 6  # columns drawn by the first torch.rand call (the geometric + grey ones)
 _GREY_RGB = (0.299, 0.587, 0.114)  # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
 
 
@@ -46,6 +54,8 @@ class AugmentSpec:
     rotate_deg: float  # rotation angle uniform in [-rotate_deg, rotate_deg] degrees; 0 -> off
     brightness: float  # brightness factor uniform in [1 - b, 1 + b]; 0 -> off
     contrast: float  # contrast factor uniform in [1 - c, 1 + c]; 0 -> off
+    saturation: float = 0.0  # RGB: saturation factor uniform in [1 - s, 1 + s]; 0 -> off
+    hue: float = 0.0  # RGB: hue shift uniform in [-h, h] turns, h <= 0.5; 0 -> off
 
     @property
     def geometric(self) -> bool:
@@ -53,9 +63,14 @@ class AugmentSpec:
         return self.crop_padding > 0 or self.flip or self.rotate_deg > 0
 
     @property
+    def colour(self) -> bool:
+        """True if saturation or hue is on (RGB images only)."""
+        return self.saturation > 0 or self.hue > 0
+
+    @property
     def photometric(self) -> bool:
-        """True if brightness or contrast is on."""
-        return self.brightness > 0 or self.contrast > 0
+        """True if brightness, contrast, saturation or hue is on."""
+        return self.brightness > 0 or self.contrast > 0 or self.colour
 
     @property
     def enabled(self) -> bool:
@@ -67,9 +82,10 @@ def resolve_augment(cfg: DataConfig) -> AugmentSpec:
     """The augmentation to use: `cfg` values, None -> the data set's default (`augment_defaults`).
 
     `cfg.augment=False` turns everything off. `cfg` is validated (`trainlab.config.validate`):
-    crop_padding >= 0, rotate_deg in [0, 180], brightness and contrast in [0, 1).
+    crop_padding >= 0, rotate_deg in [0, 180], brightness, contrast and saturation in [0, 1),
+    hue in [0, 0.5]. Data sets that state no saturation/hue default get 0 (off).
     """
-    defaults = augment_defaults(cfg.name)
+    defaults = {"saturation": 0.0, "hue": 0.0, **augment_defaults(cfg.name)}
     values = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else d)
               for k, d in defaults.items()}
     pad = int(values["crop_padding"])
@@ -82,22 +98,25 @@ def resolve_augment(cfg: DataConfig) -> AugmentSpec:
         rotate_deg=float(values["rotate_deg"]),
         brightness=float(values["brightness"]),
         contrast=float(values["contrast"]),
+        saturation=float(values["saturation"]),
+        hue=float(values["hue"]),
     )
 
 
 def neutral_params(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Params that leave images unchanged: float32 [n, 6] (see PARAM_COLUMNS)."""
+    """Params that leave images unchanged: float32 [n, 8] (see PARAM_COLUMNS)."""
     return torch.tensor(NEUTRAL_PARAMS, device=device).repeat(n, 1)
 
 
 def sample_params(spec: AugmentSpec, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw per-sample augmentation params: float32 [n, 6] on the CPU (columns: PARAM_COLUMNS).
+    """Draw per-sample augmentation params: float32 [n, 8] on the CPU (columns: PARAM_COLUMNS).
 
-    One `torch.rand(n, 6)` draw in float64; the result depends only on (spec, n, generator
-    state). Every column is drawn even when its op is off (then set to neutral), so sample i's
-    crop offset does not change when, say, rotation is switched on.
+    A `torch.rand(n, 6)` draw in float64 for columns 0-5, then `torch.rand(n, 2)` for the
+    colour columns only when saturation or hue is on; the result depends only on (spec, n,
+    generator state). Every column of a draw is drawn even when its op is off (then set to
+    neutral), so sample i's crop offset does not change when, say, rotation is switched on.
     """
-    u = torch.rand(n, len(PARAM_COLUMNS), generator=generator, dtype=torch.float64)
+    u = torch.rand(n, _FIRST_DRAW, generator=generator, dtype=torch.float64)
     p = spec.crop_padding
     shift = (torch.floor(u[:, 0:2] * (2 * p + 1)) - p).clamp_(-p, p)  # integers in [-p, p]
     zeros = torch.zeros(n, dtype=torch.float64)
@@ -105,8 +124,13 @@ def sample_params(spec: AugmentSpec, n: int, generator: torch.Generator) -> torc
     angle = (2 * u[:, 3] - 1) * spec.rotate_deg if spec.rotate_deg > 0 else zeros
     bright = 1 + (2 * u[:, 4] - 1) * spec.brightness
     contrast = 1 + (2 * u[:, 5] - 1) * spec.contrast
+    sat, hue = torch.ones(n, dtype=torch.float64), zeros
+    if spec.colour:
+        v = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        sat = 1 + (2 * v[:, 0] - 1) * spec.saturation
+        hue = (2 * v[:, 1] - 1) * spec.hue
     params = torch.cat([shift, flip[:, None], angle[:, None], bright[:, None],
-                        contrast[:, None]], dim=1)
+                        contrast[:, None], sat[:, None], hue[:, None]], dim=1)
     return params.float()
 
 
@@ -150,10 +174,47 @@ def _mean_grey(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=(1, 2, 3), keepdim=True)
 
 
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel luma of RGB images: [B, 3, H, W] -> [B, 1, H, W]."""
+    w = torch.tensor(_GREY_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend RGB images x [B, 3, H, W] in [0, 1] with their grey version: factor [B] (0 = grey,
+    1 = unchanged, 2 = twice as colourful), clamped to [0, 1] as torchvision's
+    adjust_saturation."""
+    f = factor.view(-1, 1, 1, 1)
+    return (x * f + _grey(x) * (1 - f)).clamp_(0, 1)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of RGB images x [B, 3, H, W] in [0, 1] by shift [B] turns of the colour
+    wheel (HSV hue + shift, mod 1; saturation and value kept), as torchvision's adjust_hue.
+    A shift of 1/3 turns pure red into pure green, green into blue, blue into red."""
+    r, g, b = x.unbind(1)  # [B, H, W] each
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, h / 6.0, torch.zeros_like(h))
+    h = torch.remainder(h + shift.view(-1, 1, 1), 1.0)  # [B, H, W] in [0, 1)
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)),
+                    torch.zeros_like(maxc))
+    v = maxc
+    # HSV -> RGB: channel n takes v - v*s*clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6
+    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device
+                                     ).view(1, 3, 1, 1) + 6 * h[:, None], 6.0)
+    ramp = torch.minimum(k, 4 - k).clamp(0, 1)
+    return (v[:, None] - (v * s)[:, None] * ramp).clamp_(0, 1)
+
+
 def apply_augment(
     x: torch.Tensor, params: torch.Tensor, spec: AugmentSpec | None = None
 ) -> torch.Tensor:
-    """Augment a batch: x float [B, C, H, W] in [0, 1], params [B, 6] on x's device -> [B, C, H, W].
+    """Augment a batch: x float [B, C, H, W] in [0, 1], params [B, 8] on x's device -> [B, C, H, W].
 
     Pass `spec` to decide which ops run from the config (no device sync); without it they are
     read from `params` (one small sync). Crop/flip with no rotation use nearest sampling, so
@@ -169,11 +230,14 @@ def apply_augment(
     if spec is not None:
         geometric, rotate = spec.geometric, spec.rotate_deg > 0
         bright, contrast = spec.brightness > 0, spec.contrast > 0
+        saturate, hue = spec.saturation > 0, spec.hue > 0
     else:
         neutral = torch.tensor(NEUTRAL_PARAMS, device=params.device)
-        active = (params != neutral).any(dim=0).tolist()  # one sync for all six columns
+        active = (params != neutral).any(dim=0).tolist()  # one sync for all eight columns
         geometric, rotate = any(active[:4]), active[3]
-        bright, contrast = active[4], active[5]
+        bright, contrast, saturate, hue = active[4:8]
+    if x.shape[1] != 3:  # saturation and hue have no meaning for grey images
+        saturate = hue = False
     batch, _, height, width = x.shape
     if geometric:  # the grid is computed in float32 even for half-precision batches
         theta = _affine_theta(params.float(), height, width)
@@ -186,4 +250,8 @@ def apply_augment(
     if contrast:
         c = factors[:, 1].view(batch, 1, 1, 1)
         x = (x * c + _mean_grey(x) * (1 - c)).clamp_(0, 1)  # c == 1 leaves x exactly unchanged
+    if saturate:
+        x = adjust_saturation(x, params[:, 6].to(x.dtype))
+    if hue:
+        x = adjust_hue(x, params[:, 7].to(x.dtype))
     return x

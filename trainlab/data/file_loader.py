@@ -62,6 +62,8 @@ class Pipeline:
     rotate_deg: float = 0.0  # uniform in [-deg, deg]
     brightness: float = 0.0  # factor uniform in [1-b, 1+b]
     contrast: float = 0.0  # factor uniform in [1-c, 1+c]
+    saturation: float = 0.0  # factor uniform in [1-s, 1+s] (RGB)
+    hue: float = 0.0  # shift uniform in [-h, h] turns of the colour wheel (RGB)
     auto_augment: str = "none"  # none | randaugment | trivialaugment
     random_erasing: float = 0.0  # probability per image
 
@@ -70,9 +72,10 @@ def resolve_pipeline(cfg: DataConfig, shape: tuple[int, ...], train: bool) -> Pi
     """The pipeline for a split of `shape` (N, C, H, W; H = W = 0 when sizes vary).
 
     Output size is `data.image_size` squared, else the stored size. Training augmentation uses
-    data.flip/rotate_deg/brightness/contrast (None -> the data set's default), data.crop_scale,
-    data.auto_augment and data.random_erasing; `data.augment=false` or `train=False` turns it off.
-    `cfg` is validated (`trainlab.config.validate`): crop_scale, random_erasing... in range.
+    data.flip/rotate_deg/brightness/contrast/saturation/hue (None -> the data set's default),
+    data.crop_scale, data.auto_augment and data.random_erasing; `data.augment=false` or
+    `train=False` turns it off. `cfg` is validated (`trainlab.config.validate`): crop_scale,
+    random_erasing... in range.
     """
     scale = tuple(float(v) for v in cfg.crop_scale)
     if cfg.image_size is not None:
@@ -88,7 +91,8 @@ def resolve_pipeline(cfg: DataConfig, shape: tuple[int, ...], train: bool) -> Pi
         return Pipeline(size=size, random=False, crop_scale=scale)
     return Pipeline(size=size, random=True, crop_scale=scale, flip=aug.flip,
                     rotate_deg=aug.rotate_deg, brightness=aug.brightness,
-                    contrast=aug.contrast, auto_augment=cfg.auto_augment,
+                    contrast=aug.contrast, saturation=aug.saturation, hue=aug.hue,
+                    auto_augment=cfg.auto_augment,
                     random_erasing=float(cfg.random_erasing))
 
 
@@ -108,8 +112,9 @@ def build_transform(p: Pipeline, stored: tuple[int, int] | None
         ops.append(v2.RandomHorizontalFlip())
     if p.rotate_deg > 0:
         ops.append(v2.RandomRotation(p.rotate_deg, interpolation=InterpolationMode.BILINEAR))
-    if p.brightness > 0 or p.contrast > 0:
-        ops.append(v2.ColorJitter(brightness=p.brightness or None, contrast=p.contrast or None))
+    if p.brightness > 0 or p.contrast > 0 or p.saturation > 0 or p.hue > 0:
+        ops.append(v2.ColorJitter(brightness=p.brightness or None, contrast=p.contrast or None,
+                                  saturation=p.saturation or None, hue=p.hue or None))
     if p.auto_augment == "randaugment":
         ops.append(v2.RandAugment())
     elif p.auto_augment == "trivialaugment":

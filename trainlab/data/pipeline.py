@@ -123,12 +123,35 @@ class DataBundle:
                 "height": self.height, "width": self.width, "num_classes": self.num_classes}
 
 
+def check_colour(cfg: DataConfig, channels: int) -> None:
+    """ConfigError naming data.saturation / data.hue when set above 0 for grey (1-channel)
+    images, where they have no meaning (a grey pixel has no saturation or hue). `data.augment=
+    false` switches them off, so then nothing is refused."""
+    if channels != 1 or not cfg.augment:
+        return
+    for name in ("saturation", "hue"):
+        value = getattr(cfg, name)
+        if value:
+            raise ConfigError(
+                f"data.{name}={value:g} needs colour images, but data.name={cfg.name} has 1 "
+                f"channel (grey). Set data.{name}=0 (or null), or data.channels=3 to turn the "
+                f"grey images into RGB first.")
+
+
 def load_bundle(cfg: DataConfig, device: torch.device,
                 stats: tuple[list[float], list[float]] | None = None, rank: int = 0,
                 world_size: int = 1) -> DataBundle:
-    """Load the splits of `cfg` and compute (or reuse `stats`) the normalization."""
+    """Load the splits of `cfg` and compute (or reuse `stats`, e.g. from a checkpoint) the
+    normalization: `data.normalize=channel` takes the per-channel mean/std of the training
+    split, `none` mean 0 and std 1 per channel (the loaders then feed raw [0, 1] pixels)."""
     data = load_data(cfg)
-    mean, std = stats if stats is not None else channel_stats(data.x_train)
+    check_colour(cfg, data.channels)
+    if stats is not None:
+        mean, std = stats
+    elif cfg.normalize == "none":
+        mean, std = [0.0] * data.channels, [1.0] * data.channels
+    else:
+        mean, std = channel_stats(data.x_train)
     h = cfg.image_size or data.height
     w = cfg.image_size or data.width
     if not h or not w:

@@ -16,6 +16,7 @@ from trainlab.errors import ConfigError
 from trainlab.methods import method_names
 from trainlab.methods.simclr import SELF_SUPERVISED, check_ssl_options
 from trainlab.models import list_models
+from trainlab.models.norm import check_norm
 
 
 def _known(key: str, value: str, valid: list[str], what: str, hint: str) -> None:
@@ -28,8 +29,8 @@ def check_config(cfg: Config) -> None:
     """ConfigError (one paragraph: the key, the bad value, what is allowed, a suggestion) for
     the first invalid value of `cfg`: `validate(cfg)`, then model.name, data.name and
     method.name against the registered names, and the method's needs that the config alone
-    decides (mae: a ViT backbone; mae/simclr: no train.ema_decay). Reads no data, writes
-    nothing."""
+    decides (a model.norm the model family has; mae: a ViT backbone; mae/simclr: no
+    train.ema_decay, no train.loss other than cross_entropy). Reads no data, writes nothing."""
     validate(cfg)
     _known("model.name", cfg.model.name, [name for name, _, _ in list_models()], "model",
            " (`trainlab models` lists them with sizes)")
@@ -38,10 +39,16 @@ def check_config(cfg: Config) -> None:
     _known("method.name", cfg.method.name, method_names(), "method",
            " (see the README's Self-supervised section)")
     family = {name: fam for name, fam, _ in list_models()}[cfg.model.name]
+    check_norm(cfg.model.norm, family, cfg.model.name)
     if cfg.method.name == "mae" and family != "vit":
         raise ConfigError(
             f"method.name=mae needs a Vision Transformer backbone (it drops patch tokens), but "
             f"model.name={cfg.model.name} is a {family} model. Use model.name=vit_tiny (or "
             f"vit_small / vit_base), or method.name=simclr for CNNs.")
+    if cfg.method.name in SELF_SUPERVISED and cfg.train.loss != "cross_entropy":
+        raise ConfigError(
+            f"train.loss={cfg.train.loss} is a classification loss, but method.name="
+            f"{cfg.method.name} pretrains without labels (it has its own loss). Set train.loss="
+            f"cross_entropy, or use it with method.name=supervised, linear_probe or finetune.")
     if cfg.method.name in SELF_SUPERVISED:
         check_ssl_options(cfg)

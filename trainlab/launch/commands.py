@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainlab.config.load import read_sweep
 from trainlab.errors import ConfigError
 from trainlab.files import recipe_name
 from trainlab.launch import slurm
@@ -24,7 +25,7 @@ class SweepArgs:
     grid: list[str] = field(default_factory=list)  # KEY=V1,V2,...
     range: list[str] = field(default_factory=list)  # KEY=LOW:HIGH[:log|:lin|:int]
     random: int = 0  # points sampled from the ranges
-    seeds: int = 1
+    seeds: int | None = None  # None: the recipe's sweep.seeds, else 1
     sweep_seed: int = 0
     max_parallel: int | None = None
     dir: str | None = None
@@ -48,10 +49,12 @@ def submit_command(recipe: str | None, overrides: list[str], opts: SlurmOptions,
 
 def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
                   opts: SlurmOptions | None) -> int:
-    """`trainlab sweep`: plan the points, then run them here (`a.local`) or submit them as
+    """`trainlab sweep`: plan the points (the recipe's `sweep:` grid merged with the flags),
+    then run them here (`a.local`) or submit them as
     one array job; `opts` are the Slurm options (None with --local). Returns the exit code
     (1 when a local point failed)."""
-    spec = sw.parse_spec(a.grid or [], a.range or [], a.random or 0, a.seeds, a.sweep_seed)
+    spec = sw.spec_with_recipe(read_sweep(recipe) if recipe else None, overrides, a.grid or [],
+                               a.range or [], a.random or 0, a.seeds, a.sweep_seed)
     if a.max_parallel is not None and a.max_parallel < 1:
         raise ConfigError(f"--max-parallel must be at least 1 (got {a.max_parallel}).")
     sweep_dir = Path(a.dir) if a.dir else sw.default_dir(recipe)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.config.load import (
+    RecipeSweep,
     _closest,
     _field_types,
     all_keys,
@@ -57,6 +58,7 @@ class SweepSpec:
     random: int = 0
     seeds: int = 1
     sweep_seed: int = 0
+    points: list[dict[str, Any]] = field(default_factory=list)  # explicit settings x the grid
 
 
 def _split_values(text: str) -> list[str]:
@@ -131,6 +133,41 @@ def parse_spec(grid: list[str], ranges: list[str], n_random: int, seeds: int,
     return spec
 
 
+def spec_with_recipe(recipe_sweep: RecipeSweep | None, overrides: list[str], grid: list[str],
+                     ranges: list[str], n_random: int, seeds: int | None,
+                     sweep_seed: int = 0) -> SweepSpec:
+    """The sweep of a recipe's `sweep:` section (config.load.read_sweep) merged with the
+    command-line flags: --grid values replace the recipe's for the same key and add new keys,
+    --range/--random add samples, --seeds (when given) replaces the recipe's seeds. A recipe
+    grid key also set by a `key=value` override is refused (which one should win?)."""
+    if recipe_sweep is None:
+        return parse_spec(grid, ranges, n_random, 1 if seeds is None else seeds, sweep_seed)
+    fixed = {parse_override(o)[0] for o in overrides}
+    swept = set(recipe_sweep.grid) | set(recipe_sweep.points[0] if recipe_sweep.points else {})
+    both = sorted(swept & fixed - {g.split("=", 1)[0].strip() for g in grid})
+    if both:
+        raise ConfigError(
+            f"{both[0]} is swept by the recipe's sweep section and also set by the override "
+            f"{both[0]}=...; drop the override, or replace the recipe's values with --grid "
+            f"{both[0]}=V1,V2.")
+    flags = (parse_spec(grid, ranges, n_random, 1, sweep_seed) if grid or ranges or n_random
+             else SweepSpec(sweep_seed=sweep_seed))
+    merged = {**recipe_sweep.grid, **flags.grid}
+    point_keys = set(recipe_sweep.points[0]) if recipe_sweep.points else set()
+    clash = sorted((set(merged) | point_keys) & set(flags.ranges) | point_keys & set(flags.grid))
+    if clash:
+        raise ConfigError(f"{clash[0]} is in the recipe's sweep section and given to "
+                          f"--grid/--range; sweep each key one way.")
+    n_seeds = recipe_sweep.seeds if seeds is None else seeds
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1 (got {n_seeds}).")
+    if n_seeds > 1 and "run.seed" in {*merged, *flags.ranges, *point_keys}:
+        raise ConfigError("--seeds (or the recipe's sweep.seeds) and a run.seed grid/range "
+                          "both set seeds; use one.")
+    return SweepSpec(grid=merged, ranges=flags.ranges, random=flags.random, seeds=n_seeds,
+                     sweep_seed=sweep_seed, points=list(recipe_sweep.points))
+
+
 def _sig(x: float) -> float:
     return float(f"{x:.3g}")
 
@@ -139,6 +176,8 @@ def expand(spec: SweepSpec, base_seed: int) -> list[dict[str, Any]]:
     """Every point as {key: raw value}: grid product x random samples x seeds."""
     combos = [dict(zip(spec.grid, vals, strict=True))
               for vals in itertools.product(*spec.grid.values())]
+    if spec.points:  # a recipe's explicit points, each combined with every grid combination
+        combos = [{**p, **c} for p in spec.points for c in combos]
     if spec.random:
         rng = random.Random(spec.sweep_seed)
         samples = []

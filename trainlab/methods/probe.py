@@ -1,7 +1,8 @@
 """Downstream evaluation of a pretrained encoder: `linear_probe` and `finetune`.
 
-Both train a classifier with cross-entropy and report acc/top5 exactly as `supervised` does
-(they reuse its code); the encoder weights usually come from `model.init=RUN_OR_CHECKPOINT`.
+Both train a classifier with `train.loss` (cross-entropy or MSE) and report acc/top5 exactly
+as `supervised` does (they reuse its code); the encoder weights usually come from
+`model.init=RUN_OR_CHECKPOINT`.
 
 - linear_probe: the encoder is frozen (no gradients, and kept in eval mode so BatchNorm
   statistics and dropout do not move); only a new head learns: BatchNorm1d without affine
@@ -36,8 +37,9 @@ class LinearProbe(Supervised):
     a model whose head already is a `ProbeHead` (an EMA copy, a resumed run) keeps it.
     """
 
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.0) -> None:
-        super().__init__(model, label_smoothing)
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0,
+                 loss: str = "cross_entropy") -> None:
+        super().__init__(model, label_smoothing, loss)
         if not isinstance(model.head, ProbeHead):
             model.head = ProbeHead(model.num_features, model.head.out_features)  # trainable
         for name, p in model.named_parameters():
@@ -54,9 +56,9 @@ class LinearProbe(Supervised):
 
 @register_method("linear_probe")
 def _linear_probe(cfg: Config, model: nn.Module) -> Method:
-    return LinearProbe(model, label_smoothing=cfg.train.label_smoothing)
+    return LinearProbe(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss)
 
 
 @register_method("finetune")
 def _finetune(cfg: Config, model: nn.Module) -> Method:
-    return Supervised(model, label_smoothing=cfg.train.label_smoothing)
+    return Supervised(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss)

@@ -1,7 +1,14 @@
-"""Supervised classification: cross-entropy (with optional label smoothing) on the labels.
+"""Supervised classification: cross-entropy or MSE (`train.loss`, with optional label
+smoothing) on the labels.
 
 Training labels are class ids int64 [B], or soft labels float [B, K] (rows summing to 1) from
-Mixup/CutMix; evaluation always uses class ids.
+Mixup/CutMix; evaluation always uses class ids. `train.loss=mse` is the squared error between
+the LOGITS and the target distribution (one-hot, smoothed or mixed), mean over batch and
+classes, as in Hui & Belkin (2021), rather than between softmax probabilities and the target:
+through a softmax the gradient vanishes when the model is confidently wrong (the classic reason
+cross-entropy trains faster), so MSE on probabilities mostly measures that saturation, while MSE
+on logits is a fair second loss for the same network. Metrics: `loss` is always the optimized
+loss; a second key names it (`ce` or `mse`), so curves say which loss they show.
 """
 
 from __future__ import annotations
@@ -34,29 +41,60 @@ def soft_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float = 
     return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
 
 
+def target_distribution(y: Tensor, k: int, label_smoothing: float = 0.0) -> Tensor:
+    """Targets as float [B, K] rows summing to 1: class ids int64 [B] become one-hot, soft
+    labels float [B, K] are kept; then label smoothing, target * (1 - eps) + eps / K."""
+    target = F.one_hot(y, k).float() if not y.is_floating_point() else y.float()
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / k
+    return target
+
+
+def mse_loss(logits: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean squared error of logits [B, K] against the target distribution of y (class ids [B]
+    or soft labels [B, K], see `target_distribution`), mean over the B x K entries."""
+    target = target_distribution(y, logits.shape[1], label_smoothing)
+    return F.mse_loss(logits.float(), target)
+
+
+LOSS_METRIC = {"cross_entropy": "ce", "mse": "mse"}  # train.loss -> its metric name
+
+
 class Supervised(Method):
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0,
+                 loss: str = "cross_entropy") -> None:
         super().__init__()
+        if loss not in LOSS_METRIC:
+            raise ValueError(f"loss must be one of {list(LOSS_METRIC)}, got {loss!r}")
         self.model = model
         self.label_smoothing = label_smoothing
+        self.loss_name = loss
+
+    def _loss(self, logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
+        """The configured loss of logits [B, K] against class ids [B] or soft labels [B, K]."""
+        if self.loss_name == "mse":
+            return mse_loss(logits, y, label_smoothing)
+        if y.is_floating_point():  # soft labels [B, K] (mixup / cutmix)
+            return soft_cross_entropy(logits, y, label_smoothing)
+        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
         logits = self.model(x)  # [B, K]
-        if y.is_floating_point():  # soft labels [B, K] (mixup / cutmix)
-            loss = soft_cross_entropy(logits, y, self.label_smoothing)
+        loss = self._loss(logits, y, self.label_smoothing)
+        if y.is_floating_point():
             y = y.argmax(1)  # accuracy against the dominant class
-        else:
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         acc = (logits.detach().argmax(1) == y).float().mean()
-        return {"loss": loss, "acc": acc}
+        return {"loss": loss, "acc": acc, LOSS_METRIC[self.loss_name]: loss.detach()}
 
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
         logits = self.model(x).float()
+        loss = self._loss(logits, y, 0.0)
         out = {
-            "loss": F.cross_entropy(logits, y),
+            "loss": loss,
+            LOSS_METRIC[self.loss_name]: loss,
             "acc": (logits.argmax(1) == y).float().mean(),
         }
         if logits.shape[1] >= 5:
@@ -66,4 +104,4 @@ class Supervised(Method):
 
 @register_method("supervised")
 def _supervised(cfg: Config, model: nn.Module) -> Method:
-    return Supervised(model, label_smoothing=cfg.train.label_smoothing)
+    return Supervised(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss)

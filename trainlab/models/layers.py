@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainlab.models.norm import token_norm
+
 
 class DropPath(nn.Module):
     """Stochastic depth: in training, zero a whole sample's residual branch with probability p.
@@ -104,11 +106,12 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)); stochastic depth."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 norm: str = "layer"):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = token_norm(norm, dim)  # LayerNorm, or Identity for norm none
         self.attn = Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = token_norm(norm, dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 

@@ -9,6 +9,7 @@ import torchvision
 from torch import nn
 
 from trainlab.config.schema import ModelConfig
+from trainlab.models.norm import norm2d, resolve_norm
 from trainlab.models.registry import ImageSpec, register
 
 SMALL_IMAGE_MAX = 64  # images up to this side (pixels) get the 3x3 stride-1 stem, no max-pool
@@ -60,7 +61,12 @@ Body = Callable[..., torchvision.models.ResNet]
 
 
 def _build(ctor: Body, cfg: ModelConfig, spec: ImageSpec) -> ResNet:
-    body = ctor(weights=None, zero_init_residual=True)
+    """The ResNet body with `cfg.norm` layers (null = batch). Residual branches end with a
+    zero-initialized norm scale (each block starts as the identity), except with norm none,
+    where there is no scale to zero."""
+    norm = resolve_norm(cfg.norm, "resnet")
+    body = ctor(weights=None, zero_init_residual=norm != "none",
+                norm_layer=lambda channels: norm2d(norm, channels))
     small = max(spec.height, spec.width) <= SMALL_IMAGE_MAX
     return ResNet(body, spec.channels, spec.num_classes, small, cfg.dropout)
 

@@ -20,6 +20,7 @@ from torch import nn
 from trainlab.config.schema import POOLS, ModelConfig
 from trainlab.errors import ConfigError
 from trainlab.models.layers import Block, PatchEmbed, sincos_2d
+from trainlab.models.norm import resolve_norm, token_norm
 from trainlab.models.registry import ImageSpec, register
 
 VARIANTS: dict[str, tuple[int, int, int]] = {  # name: (dim, depth, heads)
@@ -45,6 +46,7 @@ class VisionTransformer(nn.Module):
         drop_path: float = 0.0,
         dropout: float = 0.0,
         pool: str = "cls",
+        norm: str = "layer",
     ):
         super().__init__()
         if pool not in POOLS:
@@ -56,8 +58,9 @@ class VisionTransformer(nn.Module):
         # [1, 1+N, D]: position 0 belongs to the cls token, 1..N to the patches (row-major)
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
         rates = torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path] * depth
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, r) for r in rates)
-        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, r, norm)
+                                    for r in rates)
+        self.norm = token_norm(norm, dim)  # LayerNorm, or Identity for model.norm=none
         self.num_features = dim
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(dim, num_classes)
@@ -181,6 +184,7 @@ def build_vit(cfg: ModelConfig, spec: ImageSpec) -> VisionTransformer:
         drop_path=cfg.drop_path,
         dropout=cfg.dropout,
         pool=cfg.pool,
+        norm=resolve_norm(cfg.norm, "vit"),
     )
 
 
