@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from trainlab.report.classify import Calibration, row_normalized
@@ -41,6 +42,7 @@ def curves_figure(records: list[dict[str, Any]], path: Path, title: str) -> Path
         else:
             ax.legend(fontsize=8)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_title(f"{label} per epoch", fontsize=10)
         ax.grid(alpha=0.3)
@@ -157,6 +159,7 @@ def val_curves_figure(curves: list[tuple[str, list[int], list[float]]], ylabel: 
     elif len(curves) <= 20:
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set(xlabel="epoch", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()

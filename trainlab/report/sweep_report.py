@@ -92,7 +92,7 @@ def write_sweep_report(sweep_dir: Path, manifest: dict[str, Any], rows: list[dic
     best = rows[0] if rows and rows[0].get(metric) is not None else None
     tiles = [(str(len(rows)), "points"), (status, "status")]
     if best is not None:
-        tiles.append((fmt_value(best[metric], metric), f"best {LABELS[metric]} "
+        tiles.append((fmt_value(best[metric], metric), f"{LABELS[metric]}, best point "
                       f"({point_label(best, varied)})"))
     sections = [
         H.section("overview", "Overview", H.cards(tiles) + f'<p class="note">Swept: '
