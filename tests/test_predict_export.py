@@ -18,7 +18,7 @@ from trainlab.engine.checkpoint import load_run
 from trainlab.engine.predict import normalize, predict_split
 from trainlab.engine.run import evaluate_run
 
-MLP = ["data.name=digits", "model.name=mlp", "train.epochs=3", "run.report=false"]
+MLP = ["data.name=digits", "model.name=mlp", "train.epochs=3"]
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_onnx_export_matches_pytorch_for_each_model_family(model, tmp_path, caps
     run = tmp_path / model
     assert main(["train", *quick(run, "data.name=digits", f"model.name={model}",
                                  "train.epochs=1", "data.labels_fraction=0.1",
-                                 "run.report=false", *extra)]) == 0
+                                 *extra)]) == 0
     _check_export(run, "onnx", tmp_path / "m.onnx", capsys)
 
 
@@ -154,8 +154,7 @@ def test_export_refuses_pretraining_runs_and_bad_formats(mlp_run, tmp_path, caps
     assert "--format" in capsys.readouterr().err
     run = tmp_path / "simclr"
     assert main(["train", *quick(run, "data.name=digits", "model.name=mlp", "method.name=simclr",
-                                 "train.epochs=1", "data.labels_fraction=0.1",
-                                 "run.report=false")]) == 0
+                                 "train.epochs=1", "data.labels_fraction=0.1")]) == 0
     assert main(["export", str(run), "--format", "torchscript"]) == 2
     err = capsys.readouterr().err
     assert "method.name=simclr" in err and "linear_probe" in err

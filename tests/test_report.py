@@ -39,7 +39,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian chrom
 def vit_run(tmp_path_factory) -> Path:
     """A finished tiny-ViT digits run; its report was written at the end of training."""
     d = tmp_path_factory.mktemp("runs") / "vit"
-    assert main(["train", *quick(d, *TINY_VIT)]) == 0
+    assert main(["train", *quick(d, *TINY_VIT, "run.report=true")]) == 0
     return d
 
 
@@ -156,6 +156,8 @@ def test_attention_rollout_matches_a_hand_computation():
 def test_report_at_end_of_training_can_be_off_and_never_fails_the_run(tmp_path, monkeypatch,
                                                                        capsys):
     mlp = ["data.name=digits", "model.name=mlp", "train.epochs=1"]
+    assert main(["train", *quick(tmp_path / "on", *mlp, "run.report=true")]) == 0
+    assert (tmp_path / "on" / "report.html").is_file()
     assert main(["train", *quick(tmp_path / "off", *mlp, "run.report=false")]) == 0
     assert not (tmp_path / "off" / "report.html").exists()
 
@@ -164,7 +166,7 @@ def test_report_at_end_of_training_can_be_off_and_never_fails_the_run(tmp_path, 
 
     monkeypatch.setattr(job, "write_run_report", broken)
     capsys.readouterr()
-    assert main(["train", *quick(tmp_path / "broken", *mlp)]) == 0
+    assert main(["train", *quick(tmp_path / "broken", *mlp, "run.report=true")]) == 0
     err = capsys.readouterr().err
     assert "trainlab: warning:" in err and "disk full" in err
     assert (tmp_path / "broken" / "summary.json").is_file()
@@ -179,7 +181,7 @@ def test_report_of_a_folder_without_a_run_is_a_clear_error(tmp_path, capsys):
 def test_runs_lists_status_from_the_files(vit_run, tmp_path, monkeypatch, capsys):
     root = tmp_path / "runs"
     shutil.copytree(vit_run, root / "done")
-    mlp = ["data.name=digits", "model.name=mlp", "train.epochs=3", "run.report=false"]
+    mlp = ["data.name=digits", "model.name=mlp", "train.epochs=3"]
     restore = stop_after_first_epoch(monkeypatch)
     assert main(["train", *quick(root / "stopped", *mlp)]) != 0
     restore()

@@ -22,11 +22,13 @@ h2{font-size:17px;margin:4px 0 10px} p.note{color:#555;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{padding:4px 10px;border-bottom:1px solid #e4e7ec;text-align:right}
 th{background:#eef1f6;position:sticky;top:0} td:first-child,th:first-child{text-align:left}
+#points-table td:nth-child(2){text-align:left}
 table.sortable th{cursor:pointer} table.sortable th:after{content:" \\2195";color:#999}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{background:#f0f4fb;border-radius:6px;padding:8px 14px;min-width:120px}
 .card b{display:block;font-size:20px} .card span{font-size:12px;color:#555}
 img.fig{max-width:100%;height:auto;display:block;margin:6px 0}
+details summary{cursor:pointer;color:#1d2a44;font-size:14px}
 pre{background:#f6f8fa;padding:10px;font-size:12px;max-height:420px;overflow:auto}
 .bad{color:#b00020} .good{color:#116b2a}
 """

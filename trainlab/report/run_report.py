@@ -262,7 +262,10 @@ def write_run_report(run_dir: str | Path) -> Path:
         cfg_text, cfg_dict = "(config.yaml missing or unreadable)", {}
     rep = RunReport(run_dir)
     rep.add("summary", "Summary", summary_section(run_dir, summary, cfg_dict, records))
-    rep.add("config", "Resolved config", f"<pre>{H.esc(cfg_text)}</pre>")
+    lines = len(cfg_text.splitlines())
+    rep.add("config", "Resolved config",
+            f"<details><summary>config.yaml: every key as the run used it ({lines} lines; "
+            f"click to show)</summary><pre>{H.esc(cfg_text)}</pre></details>")
     title = f"{cfg_dict.get('method', {}).get('name')} {cfg_dict.get('model', {}).get('name')} " \
             f"on {cfg_dict.get('data', {}).get('name')}"
     png = curves_figure(records, rep.plots / "curves.png", title)
