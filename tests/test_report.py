@@ -19,8 +19,10 @@ from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import precision_recall_fscore_support
 
 from trainlab.cli import main
+from trainlab.engine import trainer as trainer_mod
 from trainlab.engine.assemble import load_for_eval
 from trainlab.engine.checkpoint import load_run
+from trainlab.engine.knn import knn_eval
 from trainlab.engine.predict import predict_split
 from trainlab.launch import job
 from trainlab.models.vit import VisionTransformer
@@ -185,8 +187,6 @@ def test_runs_lists_status_from_the_files(vit_run, tmp_path, monkeypatch, capsys
     restore = stop_after_first_epoch(monkeypatch)
     assert main(["train", *quick(root / "stopped", *mlp)]) != 0
     restore()
-    from trainlab.engine import trainer as trainer_mod
-
     def crash(self, *a, **kw):
         raise RuntimeError("boom")
 
@@ -204,3 +204,16 @@ def test_runs_lists_status_from_the_files(vit_run, tmp_path, monkeypatch, capsys
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["name", "status", "model"] and len(table) == 4
     assert main(["runs", str(root), "--sort", "nonsense"]) == 2
+
+
+@pytest.mark.slow
+def test_pretraining_report_shows_knn_probe_and_reconstructions(tmp_path):
+    run = tmp_path / "mae"
+    assert main(["train", *quick(run, *TINY_VIT[:-2], "method.name=mae", "train.epochs=1",
+                                 "run.report=true")]) == 0
+    html = (run / "report.html").read_text()
+    assert {"summary", "config", "curves", "ssl", "reconstructions"} <= _sections(html)
+    assert "confusion" not in _sections(html)  # no classes to confuse
+    assert (run / "plots" / "mae.png").is_file()
+    knn = knn_eval(run)["knn_acc"]  # the page's kNN number is `trainlab knn`'s
+    assert f"{100 * knn:.2f}%" in html

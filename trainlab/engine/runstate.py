@@ -37,11 +37,13 @@ def mark_state(run_dir: Path, state: str, **extra: Any) -> None:
     """Write state.json (rank 0 only; callers check). 'running' records where the run runs."""
     path = Path(run_dir) / STATE_FILE
     now = time.time()
-    if state == "running":
-        rec: dict[str, Any] = {"state": state, "started": now, "host": socket.gethostname(),
-                               "pid": os.getpid(), **_slurm(dict(os.environ))}
+    old = _read(path) or {}
+    if state == "running":  # a resumed run keeps the time it first started
+        rec: dict[str, Any] = {"state": state, "started": old.get("started", now),
+                               "host": socket.gethostname(), "pid": os.getpid(),
+                               **_slurm(dict(os.environ))}
     else:
-        rec = {**(_read(path) or {}), "state": state}
+        rec = {**old, "state": state}
     rec.update(updated=now, **extra)
     atomic_write_json(path, rec)
 

@@ -48,6 +48,7 @@ from trainlab.report.run_figures import (
 MAX_WRONG = 24  # misclassified images shown
 N_SAMPLES = 6  # images for attention maps and reconstructions
 PROBE_ITERS = 300
+PROBE_MAX_TRAIN = 10_000  # train features the report's probe fits on (a fixed random subset)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -218,8 +219,10 @@ class RunReport:
         m = cfg.method
         knn = knn_predict(q, bank, bank_y, data.num_classes, m.knn_k, m.knn_temperature)
         knn_acc = float((knn == q_y).float().mean())
+        keep = torch.randperm(len(bank_y), generator=torch.Generator().manual_seed(0))
+        keep = keep[:PROBE_MAX_TRAIN].sort().values  # the probe fits in seconds
         probe = LogisticRegression(max_iter=PROBE_ITERS)
-        probe.fit(bank.cpu().numpy(), bank_y.cpu().numpy())
+        probe.fit(bank.cpu()[keep].numpy(), bank_y.cpu()[keep].numpy())
         probe_acc = float(np.mean(probe.predict(q.cpu().numpy()) == q_y.cpu().numpy()))
         self.add("ssl", "Features: kNN and linear probe",
                  H.cards([(f"{100 * knn_acc:.2f}%", f"kNN test accuracy (k={m.knn_k})"),
@@ -228,7 +231,8 @@ class RunReport:
                  f'of the {len(q_y)} test images votes over its {m.knn_k} most similar of '
                  f'{len(bank_y)} train images (weights exp(sim / {m.knn_temperature:g})), as '
                  f'`trainlab knn`. Linear probe: logistic regression (scikit-learn, '
-                 f'{PROBE_ITERS} iterations) on the train features, scored on test. For the '
+                 f'{PROBE_ITERS} iterations) on {min(len(bank_y), PROBE_MAX_TRAIN)} train '
+                 f'features, scored on test. For the '
                  f'full probe, train method.name=linear_probe with model.init=this run.</p>')
 
     def mae(self, method: Method, data: DataBundle) -> None:
@@ -272,15 +276,20 @@ def write_run_report(run_dir: str | Path) -> Path:
     rep.add("curves", "Training curves", rep.figure(png, "training curves"))
     if (run_dir / "checkpoints" / "last.pt").is_file():
         cfg, ckpt, p = load_run(run_dir, "last")
-        data, method = load_for_eval(cfg, ckpt, p)
-        method.eval()
-        batch = cfg.train.eval_batch_size
-        if cfg.method.name in CLASSIFIERS:
-            rep.classifier(method, data, batch)
+        try:
+            data, method = load_for_eval(cfg, ckpt, p)
+        except TrainlabError as e:  # e.g. the page is drawn where the data is not
+            rep.add("test", "Test analysis", f'<p class="note bad">No test analysis: the '
+                    f'run\'s data could not be loaded here ({H.esc(e)}).</p>')
         else:
-            rep.ssl(method, data, cfg, batch)
-            if cfg.method.name == "mae":
-                rep.mae(method, data)
+            method.eval()
+            batch = cfg.train.eval_batch_size
+            if cfg.method.name in CLASSIFIERS:
+                rep.classifier(method, data, batch)
+            else:
+                rep.ssl(method, data, cfg, batch)
+                if cfg.method.name == "mae":
+                    rep.mae(method, data)
     else:
         rep.add("test", "Test analysis", '<p class="note">No checkpoint yet '
                 '(checkpoints/last.pt): the test analysis appears once an epoch is done.</p>')
