@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
@@ -109,9 +110,10 @@ def reliability_figure(cal: Calibration, path: Path) -> Path:
     used = (cal.count > 0).numpy()
     ax.bar(edges[:-1][used], cal.accuracy.numpy()[used], width=width[used], align="edge",
            edgecolor="k", color="C0", alpha=0.8, label="accuracy")
-    ax.bar(edges[:-1][used], (cal.confidence - cal.accuracy).numpy()[used],
-           bottom=cal.accuracy.numpy()[used], width=width[used], align="edge", color="C3",
-           alpha=0.3, label="gap to confidence")
+    lo = torch.minimum(cal.confidence, cal.accuracy).numpy()[used]
+    ax.bar(edges[:-1][used], (cal.confidence - cal.accuracy).abs().numpy()[used], bottom=lo,
+           width=width[used], align="edge", color="C3", alpha=0.35, hatch="//",
+           edgecolor="C3", label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy")
     ax.set_title(f"Reliability diagram: ECE {cal.ece:.4f}", fontsize=10)
