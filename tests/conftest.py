@@ -30,8 +30,10 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
 
 
 def quick(tmp_path: Path, *extra: str) -> list[str]:
-    """Overrides for a fast, quiet digits run in tmp_path."""
-    return [f"run.dir={tmp_path}", "run.progress=false", "run.tensorboard=false", *extra]
+    """Overrides for a fast, quiet digits run in tmp_path (no report.html: tests of the report
+    turn it back on with run.report=true)."""
+    return [f"run.dir={tmp_path}", "run.progress=false", "run.tensorboard=false",
+            "run.report=false", *extra]
 
 
 needs_fashion = pytest.mark.skipif(

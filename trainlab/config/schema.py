@@ -44,6 +44,7 @@ class RunConfig:
     log_every: int = key(50, rng(1, hint="optimizer steps between train records, e.g. 50"))
     progress: bool = key(True, free(_SWITCH))  # progress bar (only drawn when stderr is a tty)
     tensorboard: bool = key(True, free(_SWITCH))
+    report: bool = key(True, free(_SWITCH))  # write report.html at the end of training
     # Slurm: times a run requeues itself on USR1/SIGTERM; 0 -> never
     max_requeues: int = key(3, rng(0, hint="0 never requeues"))
     # a rank that fails or stops responding ends the others

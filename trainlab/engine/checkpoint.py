@@ -144,7 +144,7 @@ def load_run(path: str | Path, which: str = "last") -> tuple[Config, dict[str, A
 # (not which data). Every other key defines the run and must be the same.
 RESUME_MAY_CHANGE = frozenset({
     "run.dir", "run.resume", "run.overwrite", "run.device", "run.log_every", "run.progress",
-    "run.tensorboard", "run.max_requeues", "run.dist_timeout_s", "run.threads",
+    "run.tensorboard", "run.report", "run.max_requeues", "run.dist_timeout_s", "run.threads",
     "train.epochs", "train.eval_batch_size", "train.compile",
     "data.num_workers", "data.cache_dir", "data.download", "data.in_memory_max_gb",
     "method.knn_every", "method.knn_k", "method.knn_temperature",

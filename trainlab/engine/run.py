@@ -49,6 +49,7 @@ from trainlab.engine.checks import check_config
 from trainlab.engine.evaluate import evaluate
 from trainlab.engine.knn import KnnMonitor
 from trainlab.engine.pretrained import method_state
+from trainlab.engine.runstate import mark_state
 from trainlab.engine.sinks import Console, Sinks
 from trainlab.engine.threads import ThreadControl
 from trainlab.engine.trainer import EpochHook, TrainState
@@ -60,7 +61,8 @@ from trainlab.models import count_params
 HookFactory = Callable[[Assembly, Path, bool], EpochHook | None]
 
 RUN_FILES = ("checkpoints", "summary.json", "metrics.jsonl", "metrics.csv", "tb")
-OWN_FILES = (*RUN_FILES, "config.yaml", "data.json", "mae")  # deleted by run.overwrite=true
+OWN_FILES = (*RUN_FILES, "config.yaml", "data.json", "mae", "state.json", "report.html",
+             "plots")  # deleted by run.overwrite=true
 
 
 def check_writable(run_dir: Path) -> None:
@@ -138,11 +140,16 @@ def train(cfg: Config, recipe_name: str = "default",
     init_distributed(env, device, cfg.run.dist_timeout_s)
     clean = False
     usr1 = _ignore_usr1()  # Slurm's time-limit warning only means something during training
+    seen: dict[str, Path] = {}  # the run folder, once known
     try:
-        summary = _train(cfg, recipe_name, env, device, hooks, share)
+        summary = _train(cfg, recipe_name, env, device, hooks, share, seen)
         clean = True
         return summary
     except BaseException as e:
+        if env.is_main and "run_dir" in seen:
+            stopped = isinstance(e, (Interrupted, KeyboardInterrupt))
+            mark_state(seen["run_dir"], "interrupted" if stopped else "failed",
+                       **({} if stopped else {"error": f"{type(e).__name__}: {e}"[:500]}))
         if env.distributed and not isinstance(e, (Interrupted, KeyboardInterrupt)):
             report_failure(f"{type(e).__name__}: {e}")
             if not isinstance(e, TrainlabError):  # a collective failed: a peer may be gone
@@ -165,7 +172,8 @@ def _ignore_usr1() -> Any:
 
 
 def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
-           hooks: Sequence[HookFactory], share: CpuShare) -> dict[str, Any]:
+           hooks: Sequence[HookFactory], share: CpuShare,
+           seen: dict[str, Path]) -> dict[str, Any]:
     run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
     ckpt_path = resolve_resume(cfg.run.resume, run_dir)
     claim_run_dir(run_dir, cfg, ckpt_path, env.is_main)
@@ -183,6 +191,8 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
         atomic_write_json(run_dir / "data.json", a.data.info())
+        mark_state(run_dir, "running")
+        seen["run_dir"] = run_dir
     sinks = Sinks.for_run(run_dir, is_main, cfg.run.progress, cfg.run.tensorboard,
                           resume_step=state.step if ckpt else None)
     params = count_params(a.model)
@@ -235,6 +245,7 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
     sinks.metrics.log(rec)
     if is_main:
         atomic_write_json(run_dir / "summary.json", summary)
+        mark_state(run_dir, "finished")
     top5 = f"  top-5 {test['top5']:.4f}" if "top5" in test else ""
     ema_txt = f"  EMA {test_ema['acc']:.4f}" if test_ema else ""
     res = (f"test accuracy {test['acc']:.4f}{top5}{ema_txt}  (loss {test['loss']:.4f})"

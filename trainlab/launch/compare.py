@@ -142,6 +142,13 @@ def _sweep(sweep_dir: Path, metric: str) -> tuple[dict[str, Any], list[dict[str,
     return man, sorted(rows, key=key), metric
 
 
+def sweep_rows(sweep_dir: Path, metric: str = "best_val_acc"
+               ) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """(manifest, rows best first, the metric used): what `compare_sweep` returns, with the
+    manifest and the metric (best_val_loss for pretraining sweeps)."""
+    return _sweep(Path(sweep_dir), metric)
+
+
 def compare_sweep(sweep_dir: Path, metric: str = "best_val_acc") -> list[dict[str, Any]]:
     """Rows of every point of the sweep in `sweep_dir`, best `metric` first, unfinished or
     missing points (no value yet) last. Each row: index, dir, one key per override of the

@@ -117,6 +117,19 @@ class VisionTransformer(nn.Module):
         """x: [B, C, H, W] -> logits [B, num_classes]."""
         return self.head(self.drop(self.forward_features(x)))
 
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """For plots (not used in training): the attention weights of every block for images
+        x [B, C, H, W] -> one [B, heads, 1+N, 1+N] per block (rows sum to 1; token 0 is the
+        cls token). Computed explicitly as softmax(QK^T / sqrt(d)), since the fused kernel
+        never forms them."""
+        tokens = self.prepend_cls(self.embed_patches(x))
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attn.attention_map(block.norm1(tokens)))
+            tokens = block(tokens)
+        return maps
+
     def num_layers(self) -> int:
         """Layer id of the head for layer-wise lr decay: blocks + 1."""
         return len(self.blocks) + 1

@@ -6,6 +6,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import NullFormatter
+
 from trainlab.report.figures import fmt_value, new_figure, save_figure
 
 
@@ -79,6 +81,7 @@ def sweep_plot(rows: list[dict[str, Any]], varied: list[str], metric: str, ylabe
                            facecolors="C0" if done else "none")
         if numeric and _log_axis(key, xs):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # no crowded labels within a decade
         if not have:
             ax.text(0.5, 0.5, f"no point has {metric} yet", ha="center", va="center",
                     transform=ax.transAxes)
