@@ -115,6 +115,7 @@ NO_INVALID: dict[str, str] = {
     "run.dir": _PATH,
     "run.resume": "a checkpoint path, run folder or auto; checked when the run starts",
     "run.overwrite": _SWITCH,
+    "run.report": _SWITCH,
     "run.progress": _SWITCH,
     "run.tensorboard": _SWITCH,
     "data.root": _PATH,
