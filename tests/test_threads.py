@@ -80,3 +80,21 @@ def test_registry_counts_live_runs_on_shared_cpus(tmp_path):
         assert len(list(tmp_path.glob("*.cpus"))) == 2  # ours and the {7} one
     procs[1].communicate("done\n", timeout=60)
     assert list(tmp_path.glob("*.cpus")) == []
+
+
+def test_exported_omp_num_threads_is_honoured(tmp_path):
+    """A user's OMP_NUM_THREADS is an explicit choice (below run.threads), never overridden."""
+    import torch
+
+    from trainlab.engine.threads import ThreadControl
+
+    before = torch.get_num_threads()
+    try:
+        with CpuShare({0, 1}, tmp_path) as share:
+            tc = ThreadControl(share, None, {"OMP_NUM_THREADS": "1"})
+            assert tc.plan.threads == 1 and "OMP_NUM_THREADS" in tc.plan.describe()
+            assert torch.get_num_threads() == 1
+            tc = ThreadControl(share, 2, {"OMP_NUM_THREADS": "1"})
+            assert tc.plan.threads == 2 and "run.threads" in tc.plan.describe()
+    finally:
+        torch.set_num_threads(before)

@@ -11,7 +11,8 @@ the trainlab processes that share them:
   small registry of locked files (`CpuShare`) and counted too; a run re-plans every logging
   window, so a run started later slows the first one down to its share instead of both
   collapsing;
-- `run.threads` overrides all of it.
+- `run.threads` overrides all of it; so does an OMP_NUM_THREADS the user exported (batch
+  scripts commonly set it to SLURM_CPUS_PER_TASK), when run.threads is not given.
 
 OMP_WAIT_POLICY=PASSIVE (threads sleep instead of spinning) avoids the collapse too but costs
 1.9x alone, so it is used only when a process is told to use more threads than its share.
@@ -25,6 +26,9 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+
+EXPLICIT = ("run.threads", "OMP_NUM_THREADS")  # a thread count the user asked for
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class ThreadPlan:
     def passive(self) -> bool:
         """Asked (run.threads) for more threads than this process's share: sleep, not spin.
         (With one thread per process nothing spins, however many processes there are.)"""
-        return self.why == "run.threads" and self.threads > 1 and (
+        return self.why in EXPLICIT and self.threads > 1 and (
             self.threads * self.sharing > self.cpus)
 
     def describe(self) -> str:
@@ -67,19 +71,20 @@ def local_ranks(environ: Mapping[str, str]) -> int:
 
 def plan_threads(cpus: int, *, run_threads: int | None = None,
                  slurm_cpus_per_task: int | None = None, ranks_per_node: int = 1,
-                 parallel: int = 1, peers: int = 1) -> ThreadPlan:
+                 parallel: int = 1, peers: int = 1, source: str = "run.threads") -> ThreadPlan:
     """The thread count for a process that may use `cpus` CPUs.
 
     slurm_cpus_per_task: Slurm gave each task this many CPUs (its share, already divided
     among the ranks). ranks_per_node / parallel: processes of this job on this node and points
     of a local parallel sweep, known from the launcher. peers: trainlab processes registered on
     the same CPUs, this one and its own job's ranks included (0 or 1 when unknown). The CPUs
-    are divided by the larger of the two counts.
+    are divided by the larger of the two counts. `source` names where an explicit
+    `run_threads` came from (run.threads, or the OMP_NUM_THREADS the user exported).
     """
     cpus = max(1, cpus)
     known = max(1, ranks_per_node) * max(1, parallel)
     if run_threads is not None:
-        return ThreadPlan(run_threads, cpus, max(known, peers), "run.threads")
+        return ThreadPlan(run_threads, cpus, max(known, peers), source)
     if slurm_cpus_per_task:
         share = min(cpus, slurm_cpus_per_task)
         return ThreadPlan(max(1, share // max(1, parallel)), cpus,

@@ -18,6 +18,10 @@ class ThreadControl:
                  environ: Mapping[str, str] | None = None, parallel: int = 1) -> None:
         env = os.environ if environ is None else environ
         self.share, self.run_threads, self.parallel = share, run_threads, parallel
+        self.source = "run.threads"
+        omp = env.get("OMP_NUM_THREADS", "")
+        if run_threads is None and omp.isdigit() and int(omp) > 0:  # the user's own setting
+            self.run_threads, self.source = int(omp), "OMP_NUM_THREADS"
         self.ranks = local_ranks(env)
         slurm = env.get("SLURM_CPUS_PER_TASK", "")
         self.slurm_cpus = int(slurm) if slurm.isdigit() else None
@@ -26,7 +30,8 @@ class ThreadControl:
     def current(self) -> ThreadPlan:
         return plan_threads(len(self.share.cpus), run_threads=self.run_threads,
                             slurm_cpus_per_task=self.slurm_cpus, ranks_per_node=self.ranks,
-                            parallel=self.parallel, peers=self.share.peers())
+                            parallel=self.parallel, peers=self.share.peers(),
+                            source=self.source)
 
     def apply(self) -> ThreadPlan:
         self.plan = self.current()
