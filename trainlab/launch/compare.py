@@ -22,7 +22,7 @@ from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import TrainlabError
 from trainlab.files import atomic_write_text
 from trainlab.launch.runstate import DESCRIPTIONS, sweep_states
-from trainlab.report.figures import fmt_value
+from trainlab.report.figures import fmt_duration, fmt_value
 from trainlab.report.plots import sweep_plot
 
 MANIFEST = "sweep.json"  # written by `trainlab sweep` (launch/sweep.py)
@@ -161,14 +161,6 @@ def compare_sweep(sweep_dir: Path, metric: str = "best_val_acc") -> list[dict[st
 
 
 # ---------------------------------------------------------------------------- output
-def _wall(s: float | None) -> str:
-    if s is None:
-        return "-"
-    m, sec = divmod(int(round(s)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
-
-
 def format_table(rows: list[dict[str, Any]], varied: list[str], metric: str) -> str:
     """A plain-text table: rank, point, the varied keys, results and status."""
     extra = [acc if any(r[acc] is not None for r in rows) else loss  # pretraining: losses
@@ -182,7 +174,7 @@ def format_table(rows: list[dict[str, Any]], varied: list[str], metric: str) -> 
         epochs = "-" if done is None else f"{done}/{total}" if total else str(done)
         body.append([str(rank), str(r["index"]), *(fmt_value(r.get(k)) for k in varied),
                      *(fmt_value(r[c], c) for c in cols), fmt_value(r["best_epoch"]), epochs,
-                     _wall(r["wall_s"]), r["status"]])
+                     fmt_duration(r["wall_s"]), r["status"]])
     widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
     lines = ["  ".join(x.rjust(w) if i < len(header) - 1 else x
                        for i, (x, w) in enumerate(zip(line, widths, strict=True))).rstrip()

@@ -28,7 +28,7 @@ from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import ConfigError, TrainlabError
 from trainlab.files import atomic_write_text
 from trainlab.launch.compare import MANIFEST, sweep_rows
-from trainlab.report.figures import fmt_value
+from trainlab.report.figures import fmt_duration, fmt_value
 from trainlab.report.run_report import write_run_report
 from trainlab.report.sweep_report import write_sweep_report
 
@@ -124,21 +124,13 @@ def list_runs(root: Path, sort: str = "date") -> list[dict[str, Any]]:
     return have + sorted((r for r in rows if r[field] is None), key=lambda r: r["name"])
 
 
-def _wall(s: Any) -> str:
-    if not isinstance(s, (int, float)):
-        return "-"
-    m, sec = divmod(int(round(s)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
-
-
 def format_runs(rows: list[dict[str, Any]]) -> str:
     """The runs as a plain-text table."""
     header = ["name", "status", "model", "data", "method", "best val", "test", "epochs", "wall",
               "date"]
     body = [[r["name"], r["status"], str(r["model"]), str(r["data"]), str(r["method"]),
              fmt_value(r["best_val"], "_acc"), fmt_value(r["test"], "_acc"),
-             f"{r['epochs_done']}/{r['epochs_total']}", _wall(r["wall_s"]), r["date"]]
+             f"{r['epochs_done']}/{r['epochs_total']}", fmt_duration(r["wall_s"]), r["date"]]
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()

@@ -43,6 +43,15 @@ def fmt_value(v: Any, key: str = "") -> str:
     return f"{v:.4g}"
 
 
+def fmt_duration(s: Any) -> str:
+    """Seconds as a short duration: 4.2s, 3m05s, 1h02m; '-' when unknown."""
+    if not isinstance(s, (int, float)) or isinstance(s, bool):
+        return "-"
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
+
+
 def save_grid(rows: list[list[torch.Tensor]], row_labels: list[str], col_labels: list[str],
               out: str | Path, title: str) -> Path:
     """Write a PNG grid of uint8 [C, H, W] images (rows x columns) with labels."""

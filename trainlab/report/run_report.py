@@ -36,7 +36,7 @@ from trainlab.models.vit import VisionTransformer
 from trainlab.report import html as H
 from trainlab.report.attention import attention_figure, last_layer_cls, rollout, to_grid
 from trainlab.report.classify import calibration, confusion_matrix, most_confused, per_class
-from trainlab.report.figures import fmt_value
+from trainlab.report.figures import fmt_duration, fmt_value
 from trainlab.report.mae import write_mae_grid
 from trainlab.report.run_figures import (
     confusion_figure,
@@ -57,14 +57,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return out if isinstance(out, dict) else {}
-
-
-def _wall(s: Any) -> str:
-    if not isinstance(s, (int, float)):
-        return "-"
-    m, sec = divmod(int(round(s)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
 
 
 def _pct(v: Any) -> str:
@@ -90,7 +82,7 @@ def summary_section(run_dir: Path, summary: dict[str, Any], cfg: dict[str, Any],
     test = summary.get("test_acc")
     tiles = [(_pct(best), "best val accuracy"), (_pct(final), "final val accuracy"),
              (_pct(test), "test accuracy"), (f"{done}/{total}", "epochs"),
-             (_wall(summary.get("wall_s", epochs[-1].get("wall_s") if epochs else None)),
+             (fmt_duration(summary.get("wall_s", epochs[-1].get("wall_s") if epochs else None)),
               "training wall time"), (state.get("state", "-"), "status")]
     if test is None and "test_loss" in summary:  # pretraining: no accuracy
         tiles[2] = (f"{summary['test_loss']:.4f}", "test loss")
@@ -100,7 +92,7 @@ def summary_section(run_dir: Path, summary: dict[str, Any], cfg: dict[str, Any],
             ("data", d.get("name")), ("method", (cfg.get("method") or {}).get("name")),
             ("parameters", f"{summary['params'] / 1e6:.3f}M" if "params" in summary else None),
             ("epochs done / total", f"{done} / {total}"), ("optimizer steps", summary.get("steps")),
-            ("training wall time", _wall(summary.get("wall_s"))),
+            ("training wall time", fmt_duration(summary.get("wall_s"))),
             ("best val accuracy", fmt_value(best, "_acc")),
             ("best epoch", summary.get("best_epoch")),
             ("final val accuracy", fmt_value(final, "_acc")),

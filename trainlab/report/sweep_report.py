@@ -15,20 +15,12 @@ from typing import Any
 from trainlab.engine.sinks import read_jsonl
 from trainlab.files import atomic_write_text
 from trainlab.report import html as H
-from trainlab.report.figures import fmt_value
+from trainlab.report.figures import fmt_duration, fmt_value
 from trainlab.report.plots import sweep_plot
 from trainlab.report.run_figures import val_curves_figure
 
 LABELS = {"best_val_acc": "best val acc", "best_val_loss": "best val loss",
           "final_val_acc": "final val acc", "test_acc": "test acc", "test_loss": "test loss"}
-
-
-def _wall(s: Any) -> str:
-    if not isinstance(s, (int, float)):
-        return "-"
-    m, sec = divmod(int(round(s)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{s:.1f}s"
 
 
 def point_label(row: dict[str, Any], varied: list[str]) -> str:
@@ -74,7 +66,7 @@ def write_sweep_report(sweep_dir: Path, manifest: dict[str, Any], rows: list[dic
         done, total = r.get("epochs_done"), r.get("epochs_total")
         body.append([str(rank), link, *(H.esc(fmt_value(r.get(k))) for k in varied),
                      H.esc(r["status"]), *(H.esc(fmt_value(r.get(c), c)) for c in results),
-                     "-" if done is None else f"{done}/{total}", _wall(r.get("wall_s"))])
+                     "-" if done is None else f"{done}/{total}", fmt_duration(r.get("wall_s"))])
         num = [r.get(k) if isinstance(r.get(k), (int, float)) else fmt_value(r.get(k))
                for k in varied]
         keys.append([rank, r["index"], *num, r["status"],
