@@ -28,7 +28,7 @@ def check_config(cfg: Config) -> None:
     """ConfigError (one paragraph: the key, the bad value, what is allowed, a suggestion) for
     the first invalid value of `cfg`: `validate(cfg)`, then model.name, data.name and
     method.name against the registered names, and the method's needs that the config alone
-    decides (mae: a ViT backbone; mae/simclr: no train.ema_decay). Reads no data, writes
+    decides (mae, dino: a ViT backbone; mae/simclr/dino: no train.ema_decay). Reads no data, writes
     nothing."""
     validate(cfg)
     _known("model.name", cfg.model.name, [name for name, _, _ in list_models()], "model",
@@ -43,5 +43,11 @@ def check_config(cfg: Config) -> None:
             f"method.name=mae needs a Vision Transformer backbone (it drops patch tokens), but "
             f"model.name={cfg.model.name} is a {family} model. Use model.name=vit_tiny (or "
             f"vit_small / vit_base), or method.name=simclr for CNNs.")
+    if cfg.method.name == "dino" and family != "vit":
+        raise ConfigError(
+            f"method.name=dino needs a Vision Transformer backbone (its local crops are smaller "
+            f"than the image, and the attention maps are a ViT's), but model.name="
+            f"{cfg.model.name} is a {family} model. Use model.name=vit_tiny (or vit_small / "
+            f"vit_base), or method.name=simclr for CNNs.")
     if cfg.method.name in SELF_SUPERVISED:
         check_ssl_options(cfg)
