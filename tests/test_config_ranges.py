@@ -66,7 +66,8 @@ BAD: dict[str, list[str | list[str]]] = {
     "model.mlp_ratio": ["0", "-1"],
     "model.pool": ["max"],
     "model.drop_path": ["2", "1", "-0.1"],
-    "method.name": ["byol", ["method.name=mae", "model.name=cnn"]],
+    "method.name": ["byol", ["method.name=mae", "model.name=cnn"],
+                    ["method.name=dino", "model.name=resnet18"]],
     "method.mask_ratio": ["0", "1", "1.5", "-0.25"],
     "method.decoder_depth": ["0"],
     "method.decoder_dim": ["0", "130"],
@@ -74,6 +75,18 @@ BAD: dict[str, list[str | list[str]]] = {
     "method.temperature": ["0", "-0.2"],
     "method.proj_dim": ["0"],
     "method.proj_hidden": ["0"],
+    "method.out_dim": ["0", "-1024"],
+    "method.teacher_temp": ["0", "-0.04"],
+    "method.warmup_teacher_temp": ["0", "-0.04"],
+    "method.warmup_teacher_temp_epochs": ["-1", ["method.warmup_teacher_temp_epochs=13",
+                                                 "train.epochs=12"]],
+    "method.student_temp": ["0", "-0.1"],
+    "method.center_momentum": ["1", "-0.1", "1.5"],
+    "method.teacher_momentum": ["1", "-0.5", "2"],
+    "method.local_crops": ["-1"],
+    "method.global_crop_scale": ["[0, 1]", "[0.9, 0.4]", "[0.4]", "[0.4, 1.5]"],
+    "method.local_crop_scale": ["[0, 0.4]", "[0.4, 0.05]", "[0.05, 0.2, 0.4]", "[-0.1, 0.4]"],
+    "method.local_crop_size": ["0", "-12"],
     "method.knn_k": ["0", "-20"],
     "method.knn_temperature": ["0", "-0.07"],
     "method.knn_every": ["-1"],
@@ -100,7 +113,8 @@ BAD: dict[str, list[str | list[str]]] = {
     "train.grad_clip": ["-1"],
     "train.eval_batch_size": ["0"],
     "train.precision": ["fp8", "FP16"],
-    "train.ema_decay": ["1", "-0.5", ["method.name=simclr", "train.ema_decay=0.99"]],
+    "train.ema_decay": ["1", "-0.5", ["method.name=simclr", "train.ema_decay=0.99"],
+                        ["method.name=dino", "model.name=vit_tiny", "train.ema_decay=0.99"]],
 }
 
 _SWITCH = "a bool: true and false are both valid"
@@ -120,6 +134,7 @@ NO_INVALID: dict[str, str] = {
     "data.in_memory": _SWITCH + " (or null)",
     "model.init": _PATH,
     "method.norm_pix_loss": _SWITCH,
+    "method.head_bn": _SWITCH,
     "train.channels_last": _SWITCH,
     "train.compile": _SWITCH,
     "train.sync_bn": _SWITCH,
@@ -139,6 +154,8 @@ BOUNDARY = [
     ["optim.nesterov=true", "optim.name=sgd"], ["data.coarse_labels=true", "data.name=cifar100"],
     ["run.device=cpu"], ["data.num_workers=0"], ["data.in_memory_max_gb=0"],
     ["method.name=mae", "model.name=vit_tiny"], ["method.name=simclr", "model.name=cnn"],
+    ["method.name=dino", "model.name=vit_tiny", "method.local_crops=0"],
+    ["method.warmup_teacher_temp_epochs=12", "train.epochs=12"],
 ]
 DEVICES_OK = ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"]
 
