@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import quick, stop_after_first_epoch
 
 from trainlab.cli import main
@@ -19,6 +18,7 @@ from trainlab.config.load import build_config
 from trainlab.data.keys import SampleKeys, contiguous_keys
 from trainlab.dist.env import DistEnv
 from trainlab.engine.assemble import assemble
+from trainlab.engine.evaluate import extract_features
 from trainlab.engine.pretrained import load_encoder, load_pretrained
 from trainlab.engine.run import train
 from trainlab.errors import ConfigError, Interrupted
@@ -169,9 +169,9 @@ def test_dino_run_does_not_collapse_resumes_exactly_and_gives_the_teacher(tmp_pa
     assert not torch.equal(ck["model"]["blocks.0.attn.qkv.weight"],
                            meth["student.blocks.0.attn.qkv.weight"])  # EMA lags the student
 
-    # no collapse (measured: entropy ~4.1 of log 256 = 5.55, batch entropy ~5.3, feature std
-    # ~0.04): the teacher's targets neither went uniform nor to one prototype, and they depend
-    # on the image (a single distribution for every image has entropy == batch entropy)
+    # no collapse (measured: entropy ~2.0 of log 256 = 5.55, batch entropy ~4.5): the teacher's
+    # targets neither went uniform nor to one prototype, and they depend on the image (a single
+    # distribution for every image has entropy == batch entropy)
     last = _epochs(tmp_path / "a")[-1]
     assert last["train_teacher_entropy"] < math.log(256) - 0.5
     assert last["train_batch_entropy"] > last["train_teacher_entropy"] + 0.5
@@ -182,9 +182,6 @@ def test_dino_run_does_not_collapse_resumes_exactly_and_gives_the_teacher(tmp_pa
     load_encoder(teacher, load_pretrained(str(tmp_path / "a")), cfg.model.name)
     assert torch.equal(teacher.state_dict()["blocks.1.mlp.fc1.weight"],
                        ck["model"]["blocks.1.mlp.fc1.weight"])  # model.init reads the teacher
-    with torch.no_grad():
-        feats = F.normalize(teacher.eval().forward_features(torch.randn(64, 1, 8, 8)), dim=1)
-    assert feats.std(0).mean() > 0.01
 
     assert main(["knn", str(tmp_path / "a")]) == 0
     assert "test kNN accuracy" in capsys.readouterr().out
@@ -200,6 +197,14 @@ def test_dino_run_does_not_collapse_resumes_exactly_and_gives_the_teacher(tmp_pa
     assert torch.equal(a.method.center, mid["method"]["center"])
     assert all(torch.equal(v, mid["model"][k]) for k, v in a.method.model.state_dict().items())
     assert torch.equal(a.method.teacher_head.prototypes, mid["method"]["teacher_head.prototypes"])
+    # the teacher's features still tell the images apart at least half as well as at init
+    # (a small random ViT's pooled features are nearly alike: per-dimension std ~0.006 of the
+    # L2-normalized 32-d features; a collapsed encoder gives 0)
+    val = a.data.full_loader("val", 512)
+    torch.manual_seed(0)  # run.seed: the weights the run started from
+    init = build_model(cfg_b.model, DIGITS)
+    init_std = extract_features(init, val)[0].std(0).mean()
+    assert extract_features(a.method.model, val)[0].std(0).mean() > 0.5 * init_std
     train(build_config(None, quick(tmp_path / "b", *over, "run.resume=auto")))
     cb = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     for part in ("model", "method"):
