@@ -45,8 +45,8 @@ def check_config(cfg: Config) -> None:
             f"vit_small / vit_base), or method.name=simclr for CNNs.")
     if cfg.method.name == "dino" and family != "vit":
         raise ConfigError(
-            f"method.name=dino needs a Vision Transformer backbone (its local crops are smaller "
-            f"than the image, and the attention maps are a ViT's), but model.name="
+            f"method.name=dino needs a Vision Transformer backbone (the student reads the small "
+            f"local crops with a resized position embedding), but model.name="
             f"{cfg.model.name} is a {family} model. Use model.name=vit_tiny (or vit_small / "
             f"vit_base), or method.name=simclr for CNNs.")
     if cfg.method.name in SELF_SUPERVISED:

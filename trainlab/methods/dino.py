@@ -301,8 +301,8 @@ def check_dino(cfg: Config, model: nn.Module) -> None:
     """ConfigError for a backbone or method.* values DINO cannot use with this model."""
     if not isinstance(model, VisionTransformer):
         raise ConfigError(
-            f"method.name=dino needs a Vision Transformer backbone (its local crops are smaller "
-            f"than the image, and the attention maps are a ViT's), but model.name="
+            f"method.name=dino needs a Vision Transformer backbone (the student reads the small "
+            f"local crops with a resized position embedding), but model.name="
             f"{cfg.model.name} is a {type(model).__name__}. Use model.name=vit_tiny (or "
             f"vit_small / vit_base), or method.name=simclr for CNNs.")
     size, p = cfg.method.local_crop_size, model.patch_embed.patch_size
