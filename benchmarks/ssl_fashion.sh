@@ -11,6 +11,10 @@
 # 4. scratch_1pct   supervised from scratch on 1% of the labels
 # 5. finetune_1pct  fine-tune the MAE encoder on the same 1%
 # 6. probe_check.txt  the same probes fitted to convergence (benchmarks/ssl_probe_check.py)
+# 7. dino_pretrain  DINO on the same images (2 global + 2 local crops, EMA teacher)
+# 8. probe_dino     linear probe of the DINO teacher, same settings as 2./3. (20k labels)
+# 9. knn_random, knn_mae, knn_dino   `trainlab knn` of the three encoders: the same 54k-image
+#    bank (the pretraining split) and the 10k test images
 # then prints a table of test accuracies and wall times. Runs that already have a summary.json
 # are skipped, so an interrupted script can be started again. Not run by the test suite.
 # Every size below can be overridden from the environment (the pilot used tiny values).
@@ -23,10 +27,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 NICE=${NICE:-nice -n 19}
 MAE_EPOCHS=${MAE_EPOCHS:-5}
+DINO_EPOCHS=${DINO_EPOCHS:-5}
+DINO_BATCH=${DINO_BATCH:-256}
 PROBE_EPOCHS=${PROBE_EPOCHS:-3}
 FT_EPOCHS=${FT_EPOCHS:-30}
 RUNS=${RUNS:-all}  # or a subset, e.g. RUNS="probe_random scratch_1pct" (with OMP_NUM_THREADS=1
-                   # beside a pretraining run that does not need the labels)
+                   # beside a pretraining run that does not need the labels); DINO alone:
+                   # RUNS="dino_pretrain probe_random probe_dino knn_random knn_dino"
 PRE_FRACTION=${PRE_FRACTION:-1.0}     # share of the training images MAE sees (pilot: smaller)
 PROBE_FRACTION=${PROBE_FRACTION:-0.34}  # of the 58.8k training images: 20k
 mkdir -p "$OUT"
@@ -80,6 +87,31 @@ run scratch_1pct method.name=supervised $FT optim.lr=1e-3
 run finetune_1pct method.name=finetune $FT optim.lr=1e-3 optim.layer_decay=0.75 \
     model.init="$OUT/mae_pretrain"
 
+# 7./8. DINO: the same ViT; a 1024-prototype head with BatchNorm (method.head_bn), teacher
+# momentum 0.996 -> 1, teacher temperature 0.04, 2 local 12x12 crops; AdamW with DINO's
+# clipping. probe_dino is probe_mae with the DINO teacher as encoder.
+run dino_pretrain method.name=dino method.out_dim=1024 method.proj_hidden=512 method.proj_dim=128 \
+    method.local_crops=2 method.teacher_momentum=0.996 method.teacher_temp=0.04 \
+    data.labels_fraction="$PRE_FRACTION" \
+    optim.lr=5e-4 optim.weight_decay=0.04 sched.warmup_epochs=1 train.grad_clip=3.0 \
+    train.epochs="$DINO_EPOCHS" train.batch_size="$DINO_BATCH"
+# shellcheck disable=SC2086
+run probe_dino $PROBE model.init="$OUT/dino_pretrain"
+
+knn() {  # knn NAME RUN: `trainlab knn` of RUN's encoder into $OUT/NAME.txt; one bank for all
+    local name=$1 src=$2
+    if [ "$RUNS" != all ] && [[ " $RUNS " != *" $name "* ]]; then return; fi
+    if [ -s "$OUT/$name.txt" ]; then echo "== $name: done already"; return; fi
+    echo "== $name: $(date -u +%H:%M:%S) trainlab knn $src"
+    $NICE "$PY" -m trainlab knn "$src" data.labels_fraction="$PRE_FRACTION" data.val_fraction=0.1 \
+        >"$OUT/$name.txt.tmp" 2>&1 || { echo "$name failed"; cat "$OUT/$name.txt.tmp"; exit 1; }
+    mv "$OUT/$name.txt.tmp" "$OUT/$name.txt"
+    cat "$OUT/$name.txt"
+}
+knn knn_random "$OUT/probe_random"  # the probe froze the random encoder: its weights are init
+knn knn_mae "$OUT/mae_pretrain"
+knn knn_dino "$OUT/dino_pretrain"
+
 [ "$RUNS" = all ] || exit 0
 if [ ! -s "$OUT/probe_check.txt" ]; then
     echo "== probe_check: $(date -u +%H:%M:%S) python benchmarks/ssl_probe_check.py $OUT"
@@ -95,7 +127,9 @@ rows = [("mae_pretrain", "mae", "none (54k images)"),
         ("probe_random", "linear_probe, random init", "0.34 (20k)"),
         ("probe_mae", "linear_probe, MAE init", "0.34 (20k)"),
         ("scratch_1pct", "supervised", "0.01 (590)"),
-        ("finetune_1pct", "finetune, MAE init", "0.01 (590)")]
+        ("finetune_1pct", "finetune, MAE init", "0.01 (590)"),
+        ("dino_pretrain", "dino", "none (54k images)"),
+        ("probe_dino", "linear_probe, DINO init", "0.34 (20k)")]
 acc = {}
 print("| run | method | labels | epochs | test acc | wall |")
 print("| --- | --- | --- | --- | --- | --- |")
@@ -110,4 +144,8 @@ d_probe = 100 * (acc["probe_mae"] - acc["probe_random"])
 d_ft = 100 * (acc["finetune_1pct"] - acc["scratch_1pct"])
 print(f"\nprobe: MAE - random = {d_probe:+.2f} points (target >= +10)")
 print(f"1% labels: fine-tune - scratch = {d_ft:+.2f} points (target > 0)")
+d_dino = 100 * (acc["probe_dino"] - acc["probe_random"])
+print(f"probe: DINO - random = {d_dino:+.2f} points")
+for name in ("knn_random", "knn_mae", "knn_dino"):
+    print(name, (out / f"{name}.txt").read_text().strip())
 PYEOF

@@ -71,7 +71,8 @@ BAD: dict[str, list[str | list[str]]] = {
     "model.mlp_ratio": ["0", "-1"],
     "model.pool": ["max"],
     "model.drop_path": ["2", "1", "-0.1"],
-    "method.name": ["byol", ["method.name=mae", "model.name=cnn"]],
+    "method.name": ["byol", ["method.name=mae", "model.name=cnn"],
+                    ["method.name=dino", "model.name=resnet18"]],
     "method.mask_ratio": ["0", "1", "1.5", "-0.25"],
     "method.decoder_depth": ["0"],
     "method.decoder_dim": ["0", "130"],
@@ -79,6 +80,18 @@ BAD: dict[str, list[str | list[str]]] = {
     "method.temperature": ["0", "-0.2"],
     "method.proj_dim": ["0"],
     "method.proj_hidden": ["0"],
+    "method.out_dim": ["0", "-1024"],
+    "method.teacher_temp": ["0", "-0.04"],
+    "method.warmup_teacher_temp": ["0", "-0.04"],
+    "method.warmup_teacher_temp_epochs": ["-1", ["method.warmup_teacher_temp_epochs=13",
+                                                 "train.epochs=12"]],
+    "method.student_temp": ["0", "-0.1"],
+    "method.center_momentum": ["1", "-0.1", "1.5"],
+    "method.teacher_momentum": ["1", "-0.5", "2"],
+    "method.local_crops": ["-1"],
+    "method.global_crop_scale": ["[0, 1]", "[0.9, 0.4]", "[0.4]", "[0.4, 1.5]"],
+    "method.local_crop_scale": ["[0, 0.4]", "[0.4, 0.05]", "[0.05, 0.2, 0.4]", "[-0.1, 0.4]"],
+    "method.local_crop_size": ["0", "-12"],
     "method.knn_k": ["0", "-20"],
     "method.knn_temperature": ["0", "-0.07"],
     "method.knn_every": ["-1"],
@@ -106,7 +119,8 @@ BAD: dict[str, list[str | list[str]]] = {
     "train.grad_clip": ["-1"],
     "train.eval_batch_size": ["0"],
     "train.precision": ["fp8", "FP16"],
-    "train.ema_decay": ["1", "-0.5", ["method.name=simclr", "train.ema_decay=0.99"]],
+    "train.ema_decay": ["1", "-0.5", ["method.name=simclr", "train.ema_decay=0.99"],
+                        ["method.name=dino", "model.name=vit_tiny", "train.ema_decay=0.99"]],
 }
 
 _SWITCH = "a bool: true and false are both valid"
@@ -127,6 +141,7 @@ NO_INVALID: dict[str, str] = {
     "data.in_memory": _SWITCH + " (or null)",
     "model.init": _PATH,
     "method.norm_pix_loss": _SWITCH,
+    "method.head_bn": _SWITCH,
     "train.channels_last": _SWITCH,
     "train.compile": _SWITCH,
     "train.sync_bn": _SWITCH,
@@ -149,6 +164,8 @@ BOUNDARY = [
     ["model.norm=none"], ["model.name=vit_tiny", "model.norm=none"], ["model.norm=group"],
     ["model.name=mlp", "model.norm=batch"], ["data.hue=0.5"], ["data.normalize=none"],
     ["train.loss=mse", "method.name=finetune"],
+    ["method.name=dino", "model.name=vit_tiny", "method.local_crops=0"],
+    ["method.warmup_teacher_temp_epochs=12", "train.epochs=12"],
 ]
 DEVICES_OK = ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"]
 

@@ -143,7 +143,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    # supervised | mae | simclr | linear_probe | finetune (checked by the registry)
+    # supervised | mae | simclr | dino | linear_probe | finetune (checked by the registry)
     name: str = key("supervised", free("a method name, checked against the registered methods"))
     # mae: masked autoencoder (ViT backbones); share of patches removed per image
     mask_ratio: float = key(0.75, rng(0, 1, lo_open=True, hi_open=True, hint="MAE uses 0.75"))
@@ -155,6 +155,32 @@ class MethodConfig:
     temperature: float = key(0.2, rng(0, lo_open=True, hint="SimCLR uses 0.1 to 0.5"))
     proj_dim: int = key(128, rng(1, hint="projection output width, e.g. 128"))
     proj_hidden: int = key(512, rng(1, hint="projection hidden width, e.g. 512"))
+    # dino: self-distillation (ViT backbones); proj_hidden / proj_dim are its head's hidden and
+    # bottleneck widths. Width of the prototype layer (softmax over out_dim scores)
+    out_dim: int = key(1024, rng(1, hint="prototypes, e.g. 1024 on small data (DINO: 65536)"))
+    # teacher softmax temperature after the warmup, and where the warmup starts
+    teacher_temp: float = key(0.04, rng(0, lo_open=True, hint="DINO uses 0.04 to 0.07"))
+    warmup_teacher_temp: float = key(0.04, rng(0, lo_open=True, hint="DINO uses 0.04"))
+    # linear warmup of the teacher temperature, epochs (fractions allowed); 0 -> off
+    warmup_teacher_temp_epochs: float = key(0.0, rng(0, hint="0 turns it off; DINO uses 30 "
+                                                     "of 100+ epochs with teacher_temp=0.07"))
+    student_temp: float = key(0.1, rng(0, lo_open=True, hint="DINO uses 0.1"))
+    # EMA momentum of the center of the teacher outputs (per forward pass)
+    center_momentum: float = key(0.9, rng(0, 1, hi_open=True, hint="DINO uses 0.9"))
+    # EMA momentum of the teacher at step 0, cosine to 1 at the end of training
+    teacher_momentum: float = key(0.996, rng(0, 1, hi_open=True, hint="DINO uses 0.996"))
+    local_crops: int = key(2, rng(0, hint="small crops per image, 0 turns them off; DINO: 8"))
+    global_crop_scale: list[float] = key([0.4, 1.0], rng(  # area [min, max] of the 2 crops
+        0, 1, lo_open=True, length=(2, 2), ascending=True,
+        hint="two area fractions [min, max] with 0 < min <= max <= 1, e.g. [0.4, 1.0]"))
+    local_crop_scale: list[float] = key([0.05, 0.4], rng(  # area [min, max] of local crops
+        0, 1, lo_open=True, length=(2, 2), ascending=True,
+        hint="two area fractions [min, max] with 0 < min <= max <= 1, e.g. [0.05, 0.4]"))
+    # BatchNorm in the head's hidden layers (DINO's use_bn_in_head; keeps small runs from
+    # collapsing)
+    head_bn: bool = key(True, free(_SWITCH))
+    # local crop side, pixels, a multiple of model.patch_size; None -> about 3/7 of the image
+    local_crop_size: int | None = key(None, rng(1, hint="pixels, a multiple of model.patch_size"))
     # kNN monitor / `trainlab knn`
     knn_k: int = key(20, rng(1, hint="neighbours per query, 20 is usual"))
     knn_temperature: float = key(0.07, rng(0, lo_open=True, hint="0.07 is usual"))

@@ -127,6 +127,9 @@ def _cross_checks(cfg: Config) -> None:
     _need(not o.nesterov or o.momentum > 0, f"optim.nesterov=true needs optim.momentum > 0 (got "
           f"{_num(o.momentum)}); set optim.momentum=0.9, or optim.nesterov=false.")
     mm = cfg.method
+    _need(mm.warmup_teacher_temp_epochs <= t.epochs, f"method.warmup_teacher_temp_epochs="
+          f"{_num(mm.warmup_teacher_temp_epochs)} is longer than training (train.epochs="
+          f"{t.epochs}); use a shorter teacher temperature warmup.")
     _need(mm.decoder_dim % mm.decoder_heads == 0, f"method.decoder_heads={mm.decoder_heads} "
           f"must divide method.decoder_dim={mm.decoder_dim}; e.g. decoder_dim=128 with "
           f"decoder_heads=4.")

@@ -29,8 +29,9 @@ def check_config(cfg: Config) -> None:
     """ConfigError (one paragraph: the key, the bad value, what is allowed, a suggestion) for
     the first invalid value of `cfg`: `validate(cfg)`, then model.name, data.name and
     method.name against the registered names, and the method's needs that the config alone
-    decides (a model.norm the model family has; mae: a ViT backbone; mae/simclr: no
-    train.ema_decay, no train.loss other than cross_entropy). Reads no data, writes nothing."""
+    decides (a model.norm the model family has; mae, dino: a ViT backbone; mae/simclr/dino:
+    no train.ema_decay, no train.loss other than cross_entropy). Reads no data, writes
+    nothing."""
     validate(cfg)
     _known("model.name", cfg.model.name, [name for name, _, _ in list_models()], "model",
            " (`trainlab models` lists them with sizes)")
@@ -50,5 +51,11 @@ def check_config(cfg: Config) -> None:
             f"train.loss={cfg.train.loss} is a classification loss, but method.name="
             f"{cfg.method.name} pretrains without labels (it has its own loss). Set train.loss="
             f"cross_entropy, or use it with method.name=supervised, linear_probe or finetune.")
+    if cfg.method.name == "dino" and family != "vit":
+        raise ConfigError(
+            f"method.name=dino needs a Vision Transformer backbone (the student reads the small "
+            f"local crops with a resized position embedding), but model.name="
+            f"{cfg.model.name} is a {family} model. Use model.name=vit_tiny (or vit_small / "
+            f"vit_base), or method.name=simclr for CNNs.")
     if cfg.method.name in SELF_SUPERVISED:
         check_ssl_options(cfg)

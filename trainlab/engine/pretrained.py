@@ -2,9 +2,10 @@
 
 `model.init=PATH` (a checkpoint .pt, or a run dir -> its checkpoints/last.pt) loads every
 weight of the freshly built model except its classifier head (`head.*`): the encoder a
-self-supervised run (mae, simclr) or any other run trained. A method's own modules (the MAE
-decoder, the SimCLR projection head) are saved beside the model under the checkpoint's
-"method" entry, so a resume restores them and `model.init` never sees them.
+self-supervised run (mae, simclr, dino: its teacher) or any other run trained. A method's own
+modules (the MAE decoder, the SimCLR projection head, DINO's student, heads and centre) are
+saved beside the model under the checkpoint's "method" entry, so a resume restores them and
+`model.init` never sees them.
 """
 
 from __future__ import annotations

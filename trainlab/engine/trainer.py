@@ -240,7 +240,9 @@ class Trainer:
         else:
             loss.backward()
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, step: int) -> None:
+        """Optimizer step `step` (0-based): clip, step, zero the gradients, then the EMA and the
+        method's own update after the step (`Method.end_step`, e.g. DINO's teacher EMA)."""
         opt = self.optimizer
         if self.scaler is not None:
             if self.grad_clip > 0:
@@ -255,6 +257,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.method.model)
+        self.method.end_step(step, self.steps_per_epoch, self.schedule.total_steps)
 
     def fit(self, state: TrainState) -> TrainState:
         """Train from `state` to the last epoch. Raises `Interrupted` on SIGINT/SIGTERM."""
@@ -277,6 +280,8 @@ class Trainer:
                 group = min(self.accum, n_batches - (j - pos))  # micro-batches in this step
                 if pos == 0:
                     lr = self._set_lr(state.step)
+                    self.method.begin_step(state.step, self.steps_per_epoch,
+                                           self.schedule.total_steps)
                 if self.channels_last:
                     batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
                 sync = nullcontext() if not ddp or pos == group - 1 else self.train_module.no_sync()
@@ -290,7 +295,7 @@ class Trainer:
                 win_sums.add(out, vals, b)
                 if pos != group - 1:
                     continue
-                self._optimizer_step()
+                self._optimizer_step(state.step)
                 state.step += 1
                 state.batch = j + 1
                 self.console.update(group)

@@ -1,8 +1,10 @@
 """Method interface: a module wrapping a model whose `forward(batch)` returns its loss.
 
 The trainer only ever calls `forward(batch) -> {"loss": scalar, <metric>: scalar, ...}` in
-training and `evaluate(batch) -> {<metric>: scalar, ...}` in evaluation; it never knows which
-method it runs. Metric values are batch means; the trainer averages them weighted by batch size.
+training and `evaluate(batch) -> {<metric>: scalar, ...}` in evaluation, plus the step hooks
+`begin_step` / `end_step` around every optimizer step (no-ops unless a method keeps schedules of
+its own); it never knows which method it runs. Metric values are batch means; the trainer
+averages them weighted by batch size.
 """
 
 from __future__ import annotations
@@ -38,6 +40,17 @@ class Method(nn.Module):
 
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    # Step hooks for a method's own schedules (DINO's teacher temperature and teacher EMA).
+    # The trainer calls them with the 0-based optimizer step, the optimizer steps per epoch
+    # and the run's total optimizer steps (its lr schedule's), so anything scheduled inside a
+    # method is a pure function of the step passed in, and a resume continues it exactly.
+    def begin_step(self, step: int, steps_per_epoch: int, total_steps: int) -> None:
+        """Before the forward passes of optimizer step `step`. Default: nothing."""
+
+    def end_step(self, step: int, steps_per_epoch: int, total_steps: int) -> None:
+        """Right after optimizer step `step` updated the weights (before the next forward, and
+        before any checkpoint). Default: nothing."""
 
 
 _METHODS: dict[str, Callable[[Config, nn.Module], Method]] = {}

@@ -211,7 +211,7 @@ class SimCLR(Method):
         return self._loss(batch[0], keys, gather=False)
 
 
-SELF_SUPERVISED = ("mae", "simclr")  # the methods whose options `check_ssl_options` limits
+SELF_SUPERVISED = ("mae", "simclr", "dino")  # the methods whose options `check_ssl_options` limits
 
 
 def check_ssl_options(cfg: Config) -> None:

@@ -1,4 +1,4 @@
-"""On-device two-view augmentation for contrastive learning (SimCLR), a few tensor ops per batch.
+"""On-device view augmentation for SimCLR and DINO, a few tensor ops per batch.
 
 Each view of each image gets its own random parameters, made from 7 uniform numbers per view
 (`view_params`): SimCLR passes per-sample numbers from the batch's keys (trainlab.data.keys), so
@@ -7,7 +7,7 @@ RNG on the batch's device, or from a given CPU generator. A view is:
 
 1. random resized crop + horizontal flip, fused into one affine grid + bilinear `grid_sample`:
    a box of `scale` x the image area and aspect ratio in `ratio` (log-uniform), anywhere inside
-   the image, resized back to H x W;
+   the image, resized back to H x W (or to a given smaller size: DINO's local crops);
 2. brightness / contrast jitter on the normalized image: contrast scales the deviation from the
    image's mean by a factor in [1 - c, 1 + c], brightness adds an offset in [-b, b] (normalized
    units, i.e. data standard deviations). No clamping: normalized images have no fixed range.
@@ -66,9 +66,12 @@ def view_params(spec: ViewSpec, u: torch.Tensor) -> torch.Tensor:
                         contrast], dim=1)
 
 
-def apply_view(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """One view per image: x float [B, C, H, W] (normalized), params [B, 7] -> [B, C, H, W]."""
-    batch, _, height, width = x.shape
+def apply_view(x: torch.Tensor, params: torch.Tensor,
+               out_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """One view per image: x float [B, C, H, W] (normalized), params [B, 7] -> [B, C, h, w],
+    (h, w) = `out_hw` (the crop resized to it; DINO's small local crops), default (H, W)."""
+    batch = x.shape[0]
+    height, width = out_hw or x.shape[-2:]
     area, log_ratio, cx, cy, flip, bright, contrast = params.float().unbind(1)  # 7 x [B]
     ratio = log_ratio.exp()
     w = (area * ratio).sqrt().clamp(max=1.0)  # box width, fraction of the image width
@@ -79,7 +82,7 @@ def apply_view(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     row0 = torch.stack([w * f, zero, cx * (1 - w)], dim=1)  # the box stays inside the image
     row1 = torch.stack([zero, h, cy * (1 - h)], dim=1)
     theta = torch.stack([row0, row1], dim=1)  # [B, 2, 3]
-    grid = affine_grid(theta, height, width).to(x.dtype)  # [B, H, W, 2]
+    grid = affine_grid(theta, height, width).to(x.dtype)  # [B, h, w, 2]
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)  # [B, 1, 1, 1]
     c = contrast.to(x.dtype).view(batch, 1, 1, 1)
