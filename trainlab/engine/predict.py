@@ -106,7 +106,8 @@ def predict_probs(model: nn.Module, loader: Any, precision: str = "fp32") -> tup
     model.eval()
     device = next(model.parameters()).device
     probs, labels = [], []
-    for x, y in loader.epoch(0):
+    for batch in loader.epoch(0):  # (images, labels, sample keys)
+        x, y = batch[0], batch[1]
         with autocast(device, precision):
             logits = model(x)
         probs.append(logits.float().softmax(dim=1).cpu())
