@@ -48,8 +48,10 @@ class ThreadPlan:
         return self.why in EXPLICIT and self.threads > 1 and (
             self.threads * self.sharing > self.cpus)
 
-    def describe(self) -> str:
-        wait = ", passive OpenMP wait" if self.passive else ""
+    def describe(self, wait_policy: str | None = None) -> str:
+        """e.g. "1 thread (2 CPUs shared by 2 trainlab processes)"; `wait_policy`: the
+        OMP_WAIT_POLICY OpenMP actually started with."""
+        wait = f", OMP_WAIT_POLICY={wait_policy}" if wait_policy else ""
         return f"{self.threads} thread{'s' * (self.threads > 1)} ({self.why}{wait})"
 
 

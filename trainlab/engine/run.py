@@ -33,7 +33,7 @@ from trainlab.dist.setup import (
     teardown,
     wait_for_peer_failure,
 )
-from trainlab.dist.threads import CpuShare, ThreadPlan, usable_cpus
+from trainlab.dist.threads import CpuShare, usable_cpus
 from trainlab.engine.assemble import Assembly, assemble, build_trainer, load_for_eval
 from trainlab.engine.checkpoint import (
     Checkpointer,
@@ -197,7 +197,7 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
                           resume_step=state.step if ckpt else None)
     params = count_params(a.model)
     threads = ThreadControl(share, cfg.run.threads)
-    _print_header(sinks.console, cfg, a, params, run_dir, ckpt_path, state, threads.plan)
+    _print_header(sinks.console, cfg, a, params, run_dir, ckpt_path, state, threads)
     if a.init is not None:
         sinks.console.print(f"encoder weights from {a.init.path} ({a.init.describe()})")
     checkpointer = Checkpointer(run_dir, is_main, lambda: {
@@ -255,7 +255,7 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
 
 
 def _print_header(console: Console, cfg: Config, a: Assembly, params: int, run_dir: Path,
-                  ckpt: Path | None, state: TrainState, threads: ThreadPlan) -> None:
+                  ckpt: Path | None, state: TrainState, threads: ThreadControl) -> None:
     d, t, schedule = a.data, cfg.train, a.opt.schedule
     console.print(
         f"trainlab: {cfg.method.name} {cfg.model.name} ({params / 1e6:.2f}M params) on "

@@ -25,7 +25,11 @@ class ThreadControl:
         self.ranks = local_ranks(env)
         slurm = env.get("SLURM_CPUS_PER_TASK", "")
         self.slurm_cpus = int(slurm) if slurm.isdigit() else None
+        self.wait_policy = env.get("OMP_WAIT_POLICY")
         self.plan = self.apply()
+
+    def describe(self) -> str:
+        return self.plan.describe(self.wait_policy)
 
     def current(self) -> ThreadPlan:
         return plan_threads(len(self.share.cpus), run_threads=self.run_threads,
