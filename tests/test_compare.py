@@ -124,7 +124,7 @@ def test_command_writes_table_csv_png(sweep, capsys):
 
 
 def test_cli_process_top(sweep):
-    r = run_cli("compare", str(sweep), "--top", "2", "--metric", "test_acc", timeout=120)
+    r = run_cli("compare", str(sweep), "--top", "2", "--metric", "test_acc")
     assert r.returncode == 0, r.stderr
     assert "sorted by test_acc (highest first, top 2 of 5)" in r.stdout
     body = [line for line in r.stdout.splitlines() if line.strip()[:1].isdigit()]

@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, quick
+from conftest import ROOT, quick, wait_for_train_records
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -129,14 +128,9 @@ def test_sigterm_to_torchrun_then_resume_is_exact(tmp_path):
            *quick(tmp_path / "b")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=ENV)
-    metrics = tmp_path / "b" / "metrics.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if metrics.exists() and metrics.read_text().count('"train"') >= 5:
-            break
-        time.sleep(0.05)
+    wait_for_train_records([proc], tmp_path / "b" / "metrics.jsonl", 5)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=900)
     assert proc.returncode != 0
     ck = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     assert ck["state"]["step"] >= 5 and len(ck["rng"]) == 2, err[-2000:]
@@ -160,19 +154,15 @@ def test_killed_rank_ends_the_other_with_a_message(tmp_path):
                       "run.log_every=1", "run.dist_timeout_s=10")]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    metrics = tmp_path / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and
-                                          metrics.read_text().count('"train"') >= 3):
-        time.sleep(0.05)
+    wait_for_train_records(procs, tmp_path / "metrics.jsonl", 3)
     procs[1].kill()
-    t0 = time.time()
-    _, err = procs[0].communicate(timeout=90)
-    elapsed = time.time() - t0
+    # the survivor ends on its own (the watchdog: run.dist_timeout_s=10 plus heartbeats);
+    # the generous limit only turns a hang into a loud failure
+    _, err = procs[0].communicate(timeout=900)
     procs[1].communicate()
     assert procs[0].returncode != 0
-    assert "rank 1" in err and "Traceback" not in err.split("rank 1")[-1], err[-3000:]
-    assert elapsed < 60, elapsed
+    assert "rank 1 " in err and "Traceback" not in err.split("rank 1")[-1], err[-3000:]
+    assert "failed" in err or "stopped responding" in err, err[-3000:]
 
 
 def test_bf16_autocast_on_cpu_trains(tmp_path):

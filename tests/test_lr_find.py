@@ -101,7 +101,7 @@ def test_bad_range_is_a_clean_error(tmp_path, capsys):
 
 def test_cli_process_default_out(tmp_path):
     r = run_cli("lr-find", *FAST, "train.batch_size=256", "--steps", "8", "--start", "1e-3",
-                "--end", "1e-1", cwd=tmp_path, timeout=120)
+                "--end", "1e-1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (out,) = (tmp_path / "runs").glob("lr-find-default-*")
     assert {"lr_find.csv", "lr_find.json", "lr_find.png", "config.yaml"} <= {
