@@ -59,6 +59,16 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def read_json_dict(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None when the file is missing, unreadable, not JSON, or
+    holds something other than an object (result files a run may not have written yet)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def timestamped_dir(parent: str | Path, name: str) -> Path:
     """`parent/<name>-YYYYmmdd-HHMMSS` that does not exist yet (`-1`, `-2`... when several
     start in the same second). Only the name is chosen; nothing is created."""

@@ -9,14 +9,13 @@ whose process is gone from this host was killed (e.g. out of memory): `read_stat
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from trainlab.files import atomic_write_json
+from trainlab.files import atomic_write_json, read_json_dict
 
 STATE_FILE = "state.json"
 STATES = ("running", "interrupted", "finished", "failed")
@@ -37,7 +36,7 @@ def mark_state(run_dir: Path, state: str, **extra: Any) -> None:
     """Write state.json (rank 0 only; callers check). 'running' records where the run runs."""
     path = Path(run_dir) / STATE_FILE
     now = time.time()
-    old = _read(path) or {}
+    old = read_json_dict(path) or {}
     if state == "running":  # a resumed run keeps the time it first started
         rec: dict[str, Any] = {"state": state, "started": old.get("started", now),
                                "host": socket.gethostname(), "pid": os.getpid(),
@@ -46,14 +45,6 @@ def mark_state(run_dir: Path, state: str, **extra: Any) -> None:
         rec = {**old, "state": state}
     rec.update(updated=now, **extra)
     atomic_write_json(path, rec)
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 def _alive(pid: int) -> bool:
@@ -71,7 +62,7 @@ def read_state(run_dir: Path) -> dict[str, Any]:
     other files: summary.json means finished; "running" on this host without its process means
     failed (killed)."""
     run_dir = Path(run_dir)
-    rec = _read(run_dir / STATE_FILE) or {}
+    rec = read_json_dict(run_dir / STATE_FILE) or {}
     if (run_dir / "summary.json").is_file():
         rec["state"] = "finished"
     elif rec.get("state") == "running" and rec.get("host") == socket.gethostname() \

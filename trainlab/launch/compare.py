@@ -20,7 +20,7 @@ import yaml
 
 from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import TrainlabError
-from trainlab.files import atomic_write_text
+from trainlab.files import atomic_write_text, read_json_dict
 from trainlab.launch.runstate import DESCRIPTIONS, sweep_states
 from trainlab.report.figures import fmt_duration, fmt_value
 from trainlab.report.plots import sweep_plot
@@ -63,14 +63,6 @@ def read_manifest(sweep_dir: Path) -> dict[str, Any]:
     return man
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _epochs_total(run_dir: Path) -> int | None:
     try:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -95,7 +87,7 @@ def point_row(sweep_dir: Path, point: dict[str, Any], status: str = "",
     records = read_jsonl(run_dir / "metrics.jsonl")
     epochs = [r for r in records if r.get("kind") == "epoch"]
     tests = [r for r in records if r.get("kind") == "test"]
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json_dict(run_dir / "summary.json")
     last, test = (epochs[-1] if epochs else {}), (tests[-1] if tests else {})
     acc, acc_epoch = _best(epochs, "val_acc", True)
     loss, loss_epoch = _best(epochs, "val_loss", False)

@@ -26,7 +26,7 @@ from trainlab.engine.predict import (
 from trainlab.engine.runstate import read_state
 from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import ConfigError, TrainlabError
-from trainlab.files import atomic_write_text
+from trainlab.files import atomic_write_text, read_json_dict
 from trainlab.launch.compare import MANIFEST, sweep_rows
 from trainlab.report.figures import fmt_duration, fmt_value
 from trainlab.report.run_report import write_run_report
@@ -82,10 +82,7 @@ def run_row(root: Path, run_dir: Path) -> dict[str, Any]:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         cfg = {}
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {}
+    summary = read_json_dict(run_dir / "summary.json") or {}
     epochs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch"]
     state = read_state(run_dir)
     status = state.get("state")

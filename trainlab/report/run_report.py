@@ -11,7 +11,6 @@ numbers come from).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from trainlab.engine.predict import CLASSIFIERS, normalize, predict_split, split
 from trainlab.engine.runstate import read_state
 from trainlab.engine.sinks import read_jsonl
 from trainlab.errors import TrainlabError
-from trainlab.files import atomic_write_text
+from trainlab.files import atomic_write_text, read_json_dict
 from trainlab.methods import Method
 from trainlab.models.vit import VisionTransformer
 from trainlab.report import html as H
@@ -49,14 +48,6 @@ MAX_WRONG = 24  # misclassified images shown
 N_SAMPLES = 6  # images for attention maps and reconstructions
 PROBE_ITERS = 300
 PROBE_MAX_TRAIN = 10_000  # train features the report's probe fits on (a fixed random subset)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return out if isinstance(out, dict) else {}
 
 
 def _pct(v: Any) -> str:
@@ -86,7 +77,7 @@ def summary_section(run_dir: Path, summary: dict[str, Any], cfg: dict[str, Any],
               "training wall time"), (state.get("state", "-"), "status")]
     if test is None and "test_loss" in summary:  # pretraining: no accuracy
         tiles[2] = (f"{summary['test_loss']:.4f}", "test loss")
-    job = (_read_json(run_dir / "job.json").get("jobs") or [{}])[-1]
+    job = ((read_json_dict(run_dir / "job.json") or {}).get("jobs") or [{}])[-1]
     m, d = cfg.get("model") or {}, cfg.get("data") or {}
     rows = [("run folder", str(run_dir)), ("model", m.get("name")),
             ("data", d.get("name")), ("method", (cfg.get("method") or {}).get("name")),
@@ -249,7 +240,7 @@ def write_run_report(run_dir: str | Path) -> Path:
                             f"folder made by `trainlab train`, or a sweep folder (with "
                             f"sweep.json).")
     t0 = time.perf_counter()
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json_dict(run_dir / "summary.json") or {}
     records = read_jsonl(run_dir / "metrics.jsonl")
     try:
         cfg_text = (run_dir / "config.yaml").read_text()
