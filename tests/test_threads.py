@@ -98,3 +98,21 @@ def test_exported_omp_num_threads_is_honoured(tmp_path):
             assert tc.plan.threads == 2 and "run.threads" in tc.plan.describe()
     finally:
         torch.set_num_threads(before)
+
+
+def test_points_of_a_parallel_local_sweep_divide_the_cpus(tmp_path):
+    """`sweep --local --parallel N` tells each child it is one of N (TRAINLAB_SWEEP_PARALLEL),
+    so the split holds from the first step, before the children see each other registered."""
+    import torch
+
+    from trainlab.engine.threads import ThreadControl
+
+    before = torch.get_num_threads()
+    try:
+        with CpuShare({0, 1}, tmp_path) as share:
+            tc = ThreadControl(share, None, {"TRAINLAB_SWEEP_PARALLEL": "2"})
+            assert tc.plan.threads == 1 and "2 sweep points" in tc.describe()
+            assert ThreadControl(share, None, {"TRAINLAB_SWEEP_PARALLEL": "x"}).plan.threads == 2
+            assert ThreadControl(share, 2, {"TRAINLAB_SWEEP_PARALLEL": "2"}).plan.threads == 2
+    finally:
+        torch.set_num_threads(before)

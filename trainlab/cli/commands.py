@@ -160,7 +160,8 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
 
     a = SweepArgs(grid=ns.grid or [], range=ns.range or [], random=ns.random or 0,
                   seeds=ns.seeds, sweep_seed=ns.sweep_seed, max_parallel=ns.max_parallel,
-                  dir=ns.dir, local=ns.local, dry_run=ns.dry_run)
+                  dir=ns.dir, local=ns.local, parallel=ns.parallel,
+                  dry_run=ns.dry_run)
     return sweep_command(*split_recipe(ns.args), a, None if ns.local else _slurm_options(ns))
 
 

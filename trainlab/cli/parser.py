@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dir", help="sweep folder (default: sweeps/<recipe>-<timestamp>)")
     w.add_argument("--local", action="store_true",
                    help="train the points here one after another instead of submitting")
+    w.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="with --local: train N points at once, the CPUs divided between them "
+                   "(each point's output goes to POINT/train.log)")
     _add_slurm_options(w)
     w.set_defaults(func=cmd_sweep)
 

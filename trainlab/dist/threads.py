@@ -29,6 +29,7 @@ from pathlib import Path
 
 
 EXPLICIT = ("run.threads", "OMP_NUM_THREADS")  # a thread count the user asked for
+PARALLEL_ENV = "TRAINLAB_SWEEP_PARALLEL"  # points of `sweep --local --parallel N` at once
 
 
 @dataclass(frozen=True)
@@ -180,3 +181,9 @@ def omp_wait_policy(run_threads: int | None, environ: Mapping[str, str]) -> str 
     plan = plan_threads(len(usable_cpus()), run_threads=run_threads,
                         ranks_per_node=local_ranks(environ))
     return "PASSIVE" if plan.passive else None
+
+
+def sweep_parallel(environ: Mapping[str, str]) -> int:
+    """Points of a local parallel sweep running at once (set by the sweep for its children)."""
+    value = environ.get(PARALLEL_ENV, "")
+    return max(1, int(value)) if value.isdigit() else 1

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from trainlab.dist.threads import CpuShare, ThreadPlan, local_ranks, plan_threads
+from trainlab.dist.threads import CpuShare, ThreadPlan, local_ranks, plan_threads, sweep_parallel
 
 
 class ThreadControl:
@@ -15,9 +15,10 @@ class ThreadControl:
     every epoch (an epoch hook), so runs that start or end on the same CPUs rebalance."""
 
     def __init__(self, share: CpuShare, run_threads: int | None,
-                 environ: Mapping[str, str] | None = None, parallel: int = 1) -> None:
+                 environ: Mapping[str, str] | None = None, parallel: int | None = None) -> None:
         env = os.environ if environ is None else environ
-        self.share, self.run_threads, self.parallel = share, run_threads, parallel
+        self.share, self.run_threads = share, run_threads
+        self.parallel = parallel if parallel is not None else sweep_parallel(env)
         self.source = "run.threads"
         omp = env.get("OMP_NUM_THREADS", "")
         if run_threads is None and omp.isdigit() and int(omp) > 0:  # the user's own setting

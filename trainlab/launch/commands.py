@@ -13,6 +13,7 @@ from trainlab.files import recipe_name
 from trainlab.launch import slurm
 from trainlab.launch import sweep as sw
 from trainlab.launch.compare import MANIFEST, compare_command, read_manifest
+from trainlab.launch.local import run_local
 from trainlab.launch.script import SlurmOptions
 from trainlab.launch.status import format_rows, status_rows
 from trainlab.launch.submit import submit_run
@@ -30,6 +31,7 @@ class SweepArgs:
     max_parallel: int | None = None
     dir: str | None = None
     local: bool = False
+    parallel: int = 1  # with local: points trained at once
     dry_run: bool = False
 
 
@@ -57,6 +59,12 @@ def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
                                a.range or [], a.random or 0, a.seeds, a.sweep_seed)
     if a.max_parallel is not None and a.max_parallel < 1:
         raise ConfigError(f"--max-parallel must be at least 1 (got {a.max_parallel}).")
+    if a.parallel < 1:
+        raise ConfigError(f"--parallel must be at least 1 (got {a.parallel}).")
+    if a.parallel > 1 and not a.local:
+        raise ConfigError("--parallel N trains N points at once on this machine and needs "
+                          "--local; for a Slurm array use --max-parallel N (array tasks running "
+                          "at once).")
     sweep_dir = Path(a.dir) if a.dir else sw.default_dir(recipe)
     sweep_dir = sweep_dir.absolute()
     points, configs = sw.plan(recipe, overrides, spec, sweep_dir)
@@ -86,7 +94,7 @@ def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
     if a.local:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         sw.write_sweep(sweep_dir, recipe, overrides, spec, points, configs, local=True)
-        status = sw.run_local(sweep_dir, points, configs)
+        status = run_local(sweep_dir, points, configs, a.parallel)
         compare_command(sweep_dir)
         return 0 if all(s == "done" for s in status) else 1
     assert opts is not None

@@ -5,12 +5,11 @@ times --seeds. Every point is a full config, validated before anything is submit
 sweep folder holds `sweep.json` (the manifest: recipe, overrides, varied keys, points, job
 ids), `sweep.sbatch` and `logs/`; each point folder holds `job.yaml` and then the usual run
 files. `--local` trains the points here one after another (finished points are skipped when
-the same command runs again).
+the same command runs again; `launch.local`, also `--parallel N` at once).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -33,11 +32,10 @@ from trainlab.config.load import (
     parse_override,
 )
 from trainlab.config.schema import SECTIONS, Config
-from trainlab.errors import ConfigError, TrainlabError
+from trainlab.errors import ConfigError
 from trainlab.files import atomic_write_json, atomic_write_text, recipe_name, timestamped_dir
 from trainlab.launch import slurm
 from trainlab.launch.compare import FORMAT, MANIFEST
-from trainlab.launch.job import train_job
 from trainlab.launch.script import SlurmOptions, array_run_lines, render_script
 from trainlab.launch.submit import JOB_CONFIG, job_config, record_failure, record_submission
 
@@ -315,24 +313,3 @@ def _failure_note(sweep_dir: Path, jobs: list[dict[str, Any]], first: int, last:
             f"{first}-{last} were not. Submit them with `sbatch --array={array_spec(n, None)} "
             f"--export=ALL,TRAINLAB_ARRAY_OFFSET={first} {sweep_dir / SCRIPT}` once the "
             f"problem is fixed.")
-
-
-def run_local(sweep_dir: Path, points: list[Point], configs: list[Config]) -> list[str]:
-    """Train the points here, one after another; returns a status per point."""
-    status = []
-    for p, cfg in zip(points, configs, strict=False):
-        run_dir = sweep_dir / p.dir
-        if (run_dir / "summary.json").is_file():
-            print(f"[{p.index + 1}/{len(points)}] {p.dir}: already finished, skipped")
-            status.append("done")
-            continue
-        print(f"[{p.index + 1}/{len(points)}] {p.dir}", flush=True)
-        try:
-            train_job(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume="auto")))
-            status.append("done")
-        except TrainlabError as e:
-            if getattr(e, "exit_code", 2) >= 128:  # interrupted: stop the whole sweep
-                raise
-            print(f"trainlab: error in point {p.index} ({p.dir}): {e}", flush=True)
-            status.append("failed")
-    return status
