@@ -251,3 +251,29 @@ def test_option_trains_digits_to_95(overrides, tmp_path) -> None:
     epochs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in epochs if r.get("kind") == "epoch"][-1]
     assert last[f"train_{metric}"] == last["train_loss"] and f"val_{metric}" in last
+
+
+def test_flip_tta_averages_the_logits_of_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 3 * 4, 5))
+    x = torch.randn(6, 2, 3, 4)
+    y = torch.randint(0, 5, (6,))
+    plain = Supervised(model).evaluate((x, y))
+    tta = Supervised(model, tta="flip").evaluate((x, y))
+    mean = (model(x) + model(x.flip(-1))) / 2
+    assert torch.allclose(tta["loss"], F.cross_entropy(mean, y))
+    assert torch.allclose(tta["acc"], (mean.argmax(1) == y).float().mean())
+    assert not torch.allclose(plain["loss"], tta["loss"])  # the mirror changes the logits
+
+
+def test_flip_tta_refused_where_it_cannot_mean_anything(capsys) -> None:
+    assert main(["config", "show", "train.tta=flip"]) == 2  # digits: no flips by default
+    err = capsys.readouterr().err
+    assert "train.tta=flip" in err and "data.flip=true" in err and "Traceback" not in err
+    assert main(["config", "show", "train.tta=flip", "data.flip=true", "data.augment=false"]) == 2
+    assert "data.augment=False" in capsys.readouterr().err
+    assert main(["config", "show", "train.tta=flip", "method.name=simclr"]) == 2
+    assert "pretrains without labels" in capsys.readouterr().err
+    assert main(["config", "show", "train.tta=flip", "data.flip=true"]) == 0
+    assert main(["config", "show", "train.tta=mirror"]) == 2
+    assert "train.tta" in capsys.readouterr().err

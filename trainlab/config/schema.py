@@ -23,6 +23,7 @@ AUTO_AUGMENTS = ("none", "randaugment", "trivialaugment")
 NORMS = ("batch", "layer", "group", "none")
 NORMALIZES = ("channel", "none")
 LOSSES = ("cross_entropy", "mse")
+TTAS = ("none", "flip")  # train.tta: test-time augmentation at evaluation
 
 _SWITCH = "a switch: true and false are both valid"
 _PATH = "a path, checked when it is used"
@@ -229,6 +230,8 @@ class TrainConfig:
     label_smoothing: float = key(0.0, rng(0, 1, hi_open=True, hint="0.1 is a common choice"))
     # supervised loss: cross-entropy, or squared error of the logits against the target
     loss: str = key("cross_entropy", choices(*LOSSES, hint="cross_entropy is the default"))
+    # evaluation of supervised runs: flip averages the logits of each image and its mirror
+    tta: str = key("none", choices(*TTAS, hint="flip needs a model trained with flips"))
     # max global grad norm; 0 -> off
     grad_clip: float = key(0.0, rng(0, hint="0 turns it off, 1.0 is usual"))
     eval_batch_size: int = key(512, rng(1, hint="e.g. 512"))

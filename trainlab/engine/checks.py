@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from trainlab.config.schema import Config
 from trainlab.config.validate import validate
+from trainlab.data.augment import resolve_augment
 from trainlab.data.sources import source_names
 from trainlab.errors import ConfigError
 from trainlab.methods import method_names
@@ -59,3 +60,15 @@ def check_config(cfg: Config) -> None:
             f"vit_base), or method.name=simclr for CNNs.")
     if cfg.method.name in SELF_SUPERVISED:
         check_ssl_options(cfg)
+    if cfg.train.tta != "none" and cfg.method.name in SELF_SUPERVISED:
+        raise ConfigError(
+            f"train.tta={cfg.train.tta} changes how a classifier is evaluated, but method.name="
+            f"{cfg.method.name} pretrains without labels. Set train.tta=none, and use it with "
+            f"the linear_probe or finetune run that follows.")
+    if cfg.train.tta == "flip" and not resolve_augment(cfg.data).flip:
+        raise ConfigError(
+            f"train.tta=flip averages each evaluated image with its mirror, but this run trains "
+            f"without horizontal flips (data.flip={cfg.data.flip}, data.augment="
+            f"{cfg.data.augment}; {cfg.data.name}'s default decides when data.flip is null), so "
+            f"the model never learned mirrored images. Set data.flip=true if the classes look "
+            f"the same mirrored, or train.tta=none.")

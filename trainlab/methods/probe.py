@@ -38,8 +38,8 @@ class LinearProbe(Supervised):
     """
 
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0,
-                 loss: str = "cross_entropy") -> None:
-        super().__init__(model, label_smoothing, loss)
+                 loss: str = "cross_entropy", tta: str = "none") -> None:
+        super().__init__(model, label_smoothing, loss, tta)
         if not isinstance(model.head, ProbeHead):
             model.head = ProbeHead(model.num_features, model.head.out_features)  # trainable
         for name, p in model.named_parameters():
@@ -56,9 +56,11 @@ class LinearProbe(Supervised):
 
 @register_method("linear_probe")
 def _linear_probe(cfg: Config, model: nn.Module) -> Method:
-    return LinearProbe(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss)
+    return LinearProbe(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss,
+                       tta=cfg.train.tta)
 
 
 @register_method("finetune")
 def _finetune(cfg: Config, model: nn.Module) -> Method:
-    return Supervised(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss)
+    return Supervised(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss,
+                      tta=cfg.train.tta)

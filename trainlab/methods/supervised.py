@@ -62,13 +62,16 @@ LOSS_METRIC = {"cross_entropy": "ce", "mse": "mse"}  # train.loss -> its metric 
 
 class Supervised(Method):
     def __init__(self, model: nn.Module, label_smoothing: float = 0.0,
-                 loss: str = "cross_entropy") -> None:
+                 loss: str = "cross_entropy", tta: str = "none") -> None:
         super().__init__()
         if loss not in LOSS_METRIC:
             raise ValueError(f"loss must be one of {list(LOSS_METRIC)}, got {loss!r}")
+        if tta not in ("none", "flip"):
+            raise ValueError(f"tta must be none or flip, got {tta!r}")
         self.model = model
         self.label_smoothing = label_smoothing
         self.loss_name = loss
+        self.tta = tta
 
     def _loss(self, logits: Tensor, y: Tensor, label_smoothing: float) -> Tensor:
         """The configured loss of logits [B, K] against class ids [B] or soft labels [B, K]."""
@@ -90,7 +93,9 @@ class Supervised(Method):
     @torch.no_grad()
     def evaluate(self, batch: Batch) -> dict[str, Tensor]:
         x, y = batch[0], batch[1]
-        logits = self.model(x).float()
+        logits = self.model(x).float()  # [B, K]
+        if self.tta == "flip":  # mean of the logits of the image and its mirror (width axis)
+            logits = (logits + self.model(x.flip(-1)).float()) / 2
         loss = self._loss(logits, y, 0.0)
         out = {
             "loss": loss,
@@ -104,4 +109,5 @@ class Supervised(Method):
 
 @register_method("supervised")
 def _supervised(cfg: Config, model: nn.Module) -> Method:
-    return Supervised(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss)
+    return Supervised(model, label_smoothing=cfg.train.label_smoothing, loss=cfg.train.loss,
+                      tta=cfg.train.tta)
