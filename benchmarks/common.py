@@ -35,7 +35,7 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}; {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); {gpu}")
+            f"({torch.get_num_threads()} thread{'s' * (torch.get_num_threads() > 1)}); {gpu}")
 
 
 def sync(device: torch.device) -> None:
