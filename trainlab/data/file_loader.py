@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode, v2
 
 from trainlab.config.schema import DataConfig
 from trainlab.data.augment import resolve_augment
@@ -102,6 +101,8 @@ def build_transform(p: Pipeline, stored: tuple[int, int] | None
 
     `stored`: the (H, W) every image has, or None when sizes vary.
     """
+    from torchvision.transforms import InterpolationMode, v2  # 1 s to import: only when used
+
     h, w = p.size
     if not p.random:
         if stored == p.size:

@@ -19,6 +19,8 @@ sample, so ranks differ and a run repeats, but runs at different world sizes dro
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,13 +68,26 @@ def contiguous_keys(seed: int, epoch: int, lo: int, hi: int) -> SampleKeys:
     return SampleKeys(seed, epoch, torch.arange(lo, hi, dtype=torch.int64))
 
 
-@torch.compiler.disable  # CPU generators, a Python loop over blocks: keep it out of graphs
 def sample_uniform(keys: SampleKeys, width: int, stream: int) -> Tensor:
     """Uniform [0, 1) numbers per sample: float32 [b, width] on the CPU.
 
     Row r depends only on (keys.seed, keys.epoch, keys.positions[r], stream, width). Use a
-    different `stream` for each independent use (e.g. MAE noise vs. SimCLR views).
+    different `stream` for each independent use (e.g. MAE noise vs. SimCLR views). Under
+    `torch.compile` it runs outside the graph (CPU generators, a Python loop over blocks).
     """
+    if torch.compiler.is_compiling():  # traced: hand the call back to eager Python
+        return _eager_sample_uniform()(keys, width, stream)
+    return _sample_uniform(keys, width, stream)
+
+
+@functools.cache
+def _eager_sample_uniform() -> Callable[[SampleKeys, int, int], Tensor]:
+    """`torch.compiler.disable` of the sampler, made on first use: decorating at import would
+    import torch._dynamo (about 1 s) in every process, compiled or not."""
+    return torch.compiler.disable(_sample_uniform)
+
+
+def _sample_uniform(keys: SampleKeys, width: int, stream: int) -> Tensor:
     pos = keys.positions.to(torch.int64).cpu()
     out = torch.empty(len(pos), width)
     if len(pos) == 0:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
 
 from trainlab.config.schema import ModelConfig
 from trainlab.models.norm import norm2d, resolve_norm
 from trainlab.models.registry import ImageSpec, register
+
+if TYPE_CHECKING:
+    import torchvision
 
 SMALL_IMAGE_MAX = 64  # images up to this side (pixels) get the 3x3 stride-1 stem, no max-pool
 
@@ -57,13 +60,12 @@ class ResNet(nn.Module):
         return set()
 
 
-Body = Callable[..., torchvision.models.ResNet]
-
-
-def _build(ctor: Body, cfg: ModelConfig, spec: ImageSpec) -> ResNet:
-    """The ResNet body with `cfg.norm` layers (null = batch). Residual branches end with a
-    zero-initialized norm scale (each block starts as the identity), except with norm none,
-    where there is no scale to zero."""
+def _build(name: str, cfg: ModelConfig, spec: ImageSpec) -> ResNet:
+    """torchvision's `name` body with `cfg.norm` layers (null = batch). Residual branches end
+    with a zero-initialized norm scale (each block starts as the identity), except with norm
+    none, where there is no scale to zero. torchvision is imported here, not at start-up: its
+    package import pulls in torch._dynamo (about 1 s for every command, ResNet or not)."""
+    ctor = getattr(importlib.import_module("torchvision.models"), name)
     norm = resolve_norm(cfg.norm, "resnet")
     body = ctor(weights=None, zero_init_residual=norm != "none",
                 norm_layer=lambda channels: norm2d(norm, channels))
@@ -74,16 +76,16 @@ def _build(ctor: Body, cfg: ModelConfig, spec: ImageSpec) -> ResNet:
 @register("resnet18", "resnet", "torchvision ResNet-18 (~11M params), small-image stem <= 64 px")
 def resnet18(cfg: ModelConfig, spec: ImageSpec) -> ResNet:
     """ResNet-18 for `spec` images."""
-    return _build(torchvision.models.resnet18, cfg, spec)
+    return _build("resnet18", cfg, spec)
 
 
 @register("resnet34", "resnet", "torchvision ResNet-34 (~21M params), small-image stem <= 64 px")
 def resnet34(cfg: ModelConfig, spec: ImageSpec) -> ResNet:
     """ResNet-34 for `spec` images."""
-    return _build(torchvision.models.resnet34, cfg, spec)
+    return _build("resnet34", cfg, spec)
 
 
 @register("resnet50", "resnet", "torchvision ResNet-50 (~24M params), small-image stem <= 64 px")
 def resnet50(cfg: ModelConfig, spec: ImageSpec) -> ResNet:
     """ResNet-50 (bottleneck blocks) for `spec` images."""
-    return _build(torchvision.models.resnet50, cfg, spec)
+    return _build("resnet50", cfg, spec)

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from sklearn.linear_model import LogisticRegression
 
 from trainlab.data.pipeline import DataBundle
 from trainlab.engine.assemble import load_for_eval
@@ -204,6 +203,8 @@ class RunReport:
         knn_acc = float((knn == q_y).float().mean())
         keep = torch.randperm(len(bank_y), generator=torch.Generator().manual_seed(0))
         keep = keep[:PROBE_MAX_TRAIN].sort().values  # the probe fits in seconds
+        from sklearn.linear_model import LogisticRegression  # 0.6 s to import: only here
+
         probe = LogisticRegression(max_iter=PROBE_ITERS)
         probe.fit(bank.cpu()[keep].numpy(), bank_y.cpu()[keep].numpy())
         probe_acc = float(np.mean(probe.predict(q.cpu().numpy()) == q_y.cpu().numpy()))
