@@ -19,8 +19,6 @@ sample, so ranks differ and a run repeats, but runs at different world sizes dro
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -75,16 +73,10 @@ def sample_uniform(keys: SampleKeys, width: int, stream: int) -> Tensor:
     different `stream` for each independent use (e.g. MAE noise vs. SimCLR views). Under
     `torch.compile` it runs outside the graph (CPU generators, a Python loop over blocks).
     """
-    if torch.compiler.is_compiling():  # traced: hand the call back to eager Python
-        return _eager_sample_uniform()(keys, width, stream)
-    return _sample_uniform(keys, width, stream)
-
-
-@functools.cache
-def _eager_sample_uniform() -> Callable[[SampleKeys, int, int], Tensor]:
-    """`torch.compiler.disable` of the sampler, made on first use: decorating at import would
-    import torch._dynamo (about 1 s) in every process, compiled or not."""
-    return torch.compiler.disable(_sample_uniform)
+    if torch.compiler.is_compiling():  # traced: run it eagerly, outside the graph
+        return torch.compiler.disable(_sample_uniform)(keys, width, stream)
+    return _sample_uniform(keys, width, stream)  # (no decorator: that imports torch._dynamo,
+    # about 1 s, in every process, compiled or not)
 
 
 def _sample_uniform(keys: SampleKeys, width: int, stream: int) -> Tensor:
