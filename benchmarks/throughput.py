@@ -102,6 +102,7 @@ def main() -> int:
         if v:
             m = statistics.median(v)
             print(f"| {k} | {m:.0f} | {m / base:.3f} |")
+    print(f"ratio trainlab/bare {statistics.median(res['trainlab']) / base:.3f}")
     return 0
 
 
