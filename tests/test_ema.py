@@ -36,3 +36,15 @@ def test_ema_is_a_copy_not_a_view():
 def test_bad_decay():
     with pytest.raises(ValueError):
         EMA(nn.Linear(1, 1), 1.0)
+
+
+def test_ema_warmup_follows_the_weights_early_and_reaches_decay():
+    ema = EMA(nn.Linear(1, 1, bias=False), 0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(90) == pytest.approx(0.91)
+    assert ema.decay_at(10_000) == 0.999 and ema.decay_at(None) == 0.999
+    m = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        ema.module.weight.fill_(0.0)
+        m.weight.fill_(1.0)
+    ema.update(m, step=0)  # 0.1 * 0 + 0.9 * 1
+    torch.testing.assert_close(ema.module.weight, torch.full((1, 1), 0.9))

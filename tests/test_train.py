@@ -58,7 +58,8 @@ def test_zoo_trains_on_digits(tmp_path, model):
 
 
 def test_exact_resume_bit_for_bit(tmp_path, monkeypatch):
-    over = ["train.epochs=3", "model.dropout=0.2", "train.accum_steps=2", "train.grad_clip=1.0"]
+    over = ["train.epochs=3", "model.dropout=0.2", "train.accum_steps=2", "train.grad_clip=1.0",
+            "train.ema_decay=0.99"]
     straight = train(build_config(None, quick(tmp_path / "a", *over)))
 
     # stop the second run right after epoch 1 as if it had been killed, then resume
@@ -70,6 +71,9 @@ def test_exact_resume_bit_for_bit(tmp_path, monkeypatch):
     assert ck["state"]["epoch"] == 1 and ck["state"]["batch"] == 0
     resumed = train(build_config(None, quick(tmp_path / "b", *over, "run.resume=auto")))
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    ema_a, ema_b = (torch.load(tmp_path / d / "checkpoints/last.pt", weights_only=True)["ema"]
+                    for d in ("a", "b"))
+    assert_same_weights(ema_a, ema_b)  # the EMA warmup depends on the step only
     assert resumed["steps"] == straight["steps"]
     assert resumed["test_acc"] == straight["test_acc"]
     # metrics of the resumed run hold each epoch once

@@ -10,10 +10,14 @@ from torch import nn
 
 
 class EMA:
-    """ema = decay * ema + (1 - decay) * weights, after every optimizer step.
+    """ema = d * ema + (1 - d) * weights, after every optimizer step.
 
     Every floating-point entry of the state dict is averaged (parameters and BatchNorm running
     statistics, as timm's ModelEmaV2 does); integer buffers (num_batches_tracked) are copied.
+    With the optimizer step t given (0-based), d = min(decay, (1 + t) / (10 + t)): a warmup, so
+    the average does not drag the random initial weights along for the first ~1/(1 - decay)
+    steps (decay 0.999 would otherwise still hold 43% of the initial weights after 842 steps).
+    d depends on t only, so a resumed run averages exactly as an uninterrupted one.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -22,15 +26,26 @@ class EMA:
         self.decay = decay
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
 
+    def decay_at(self, step: int | None) -> float:
+        """The decay used after optimizer step `step` (None: the constant `decay`)."""
+        return self.decay if step is None else min(self.decay, (1 + step) / (10 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """Average `model` into the EMA after optimizer step `step` (see the class)."""
+        d = self.decay_at(step)
         own = self.module.state_dict()
+        avg, new = [], []
         for k, v in model.state_dict().items():
             e = own[k]
             if e.is_floating_point():
-                e.mul_(self.decay).add_(v.detach().to(e.dtype), alpha=1.0 - self.decay)
+                avg.append(e)
+                new.append(v.detach().to(e.dtype))
             else:
                 e.copy_(v)
+        if avg:  # one fused pass: ema*d + v*(1-d)
+            torch._foreach_mul_(avg, d)
+            torch._foreach_add_(avg, new, alpha=1.0 - d)
 
     def state_dict(self) -> dict[str, Any]:
         return self.module.state_dict()

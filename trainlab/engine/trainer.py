@@ -256,7 +256,7 @@ class Trainer:
             opt.step()
         opt.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self.method.model)
+            self.ema.update(self.method.model, step)
         self.method.end_step(step, self.steps_per_epoch, self.schedule.total_steps)
 
     def fit(self, state: TrainState) -> TrainState:
