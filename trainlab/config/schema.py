@@ -12,6 +12,7 @@ where the type is optional. No float key takes nan or inf: each has a finite mea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from trainlab.config.rules import INT64_MAX, choices, free, key, pattern, rng
 
@@ -251,6 +252,12 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Not config keys (never saved, compared or validated): what `build_config` filled in from
+    # the method's defaults for keys the recipe and command line left unset, and what it
+    # skipped because of a key they set (`trainlab.config.method_defaults` Applied / Skipped
+    # records); the run header prints them.
+    method_defaults: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    method_defaults_skipped: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
 
 SECTIONS: dict[str, type] = {
