@@ -1,4 +1,5 @@
-"""Load, merge, type-check and dump configs: defaults <- recipe YAML <- `key=value` overrides."""
+"""Load, merge, type-check and dump configs: defaults <- the method's defaults (for keys left
+unset, `method_defaults`) <- recipe YAML <- `key=value` overrides."""
 
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
 """Typed config schema: one frozen dataclass per component, grouped in `Config`.
 
 Every field here is a config key (`section.field`); its type is what overrides are parsed into,
-its default is what `trainlab train` with no arguments uses, and its rule (`trainlab.config.rules`:
-range, choices or pattern, with a suggestion) is the one place its allowed values are stated;
-`trainlab.config.validate` checks them. `None` means "derived from the data or model" (the
-derived value is computed in one place and logged, never written back) and is always allowed
-where the type is optional. No float key takes nan or inf: each has a finite meaning (0 is the
-"off" value where there is one; "no limit" has its own switch, e.g. data.in_memory=true).
+its default is what `trainlab train` with no arguments uses (methods other than supervised
+fill some keys left unset from their own defaults: `trainlab.config.method_defaults`), and its
+rule (`trainlab.config.rules`: range, choices or pattern, with a suggestion) is the one place
+its allowed values are stated; `trainlab.config.validate` checks them. `None` means "derived
+from the data or model" (the derived value is computed in one place and logged, never written
+back) and is always allowed where the type is optional. No float key takes nan or inf: each
+has a finite meaning (0 is the "off" value where there is one; "no limit" has its own switch,
+e.g. data.in_memory=true).
 """
 
 from __future__ import annotations
