@@ -1,4 +1,5 @@
-"""Load, merge, type-check and dump configs: defaults <- recipe YAML <- `key=value` overrides."""
+"""Load, merge, type-check and dump configs: defaults <- the method's defaults (for keys left
+unset, `method_defaults`) <- recipe YAML <- `key=value` overrides."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from trainlab.config import method_defaults
 from trainlab.config.schema import SECTIONS, Config
 from trainlab.errors import ConfigError
 
@@ -293,12 +295,15 @@ def _read_sections(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def build_config(recipe: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
-    """defaults <- recipe <- overrides, type-checked (values are validated by `validate`)."""
+    """defaults <- the method's defaults <- recipe <- overrides, type-checked (values are
+    validated by `validate`). The method's defaults (`method_defaults.METHOD_DEFAULTS`) fill
+    only the keys neither the recipe nor an override names, whatever value those give."""
     layers: list[tuple[str, dict[str, Any]]] = []
     if recipe is not None:
         layers.append((f"recipe {recipe}", read_recipe(recipe)))
     layers.append(("the command line", dict(parse_override(o) for o in overrides)))
-    return merge(Config(), layers)
+    user_set = {key for _, flat in layers for key in flat}
+    return method_defaults.apply(merge(Config(), layers), user_set)
 
 
 def merge(base: Config, layers: list[tuple[str, dict[str, Any]]]) -> Config:
@@ -319,7 +324,8 @@ def config_from_dict(d: dict[str, Any], source: str = "a saved config") -> Confi
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """{section: {key: value}}: the config keys only (what config.yaml and checkpoints hold)."""
+    return {s: dataclasses.asdict(getattr(cfg, s)) for s in SECTIONS}
 
 
 class _Dumper(yaml.SafeDumper):
@@ -332,7 +338,12 @@ _Dumper.add_representer(
 
 
 def dump_yaml(cfg: Config) -> str:
-    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    """The config as a recipe; a leading comment names the method defaults it holds."""
+    text = yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    if cfg.method_defaults:
+        text = (f"# method defaults ({cfg.method.name}) for keys the recipe and command line "
+                f"left unset: {method_defaults.describe(cfg.method_defaults)}\n{text}")
+    return text
 
 
 def merge_overrides(cfg: Config, overrides: list[str] | tuple = (),

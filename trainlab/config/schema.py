@@ -1,17 +1,20 @@
 """Typed config schema: one frozen dataclass per component, grouped in `Config`.
 
 Every field here is a config key (`section.field`); its type is what overrides are parsed into,
-its default is what `trainlab train` with no arguments uses, and its rule (`trainlab.config.rules`:
-range, choices or pattern, with a suggestion) is the one place its allowed values are stated;
-`trainlab.config.validate` checks them. `None` means "derived from the data or model" (the
-derived value is computed in one place and logged, never written back) and is always allowed
-where the type is optional. No float key takes nan or inf: each has a finite meaning (0 is the
-"off" value where there is one; "no limit" has its own switch, e.g. data.in_memory=true).
+its default is what `trainlab train` with no arguments uses (methods other than supervised
+fill some keys left unset from their own defaults: `trainlab.config.method_defaults`), and its
+rule (`trainlab.config.rules`: range, choices or pattern, with a suggestion) is the one place
+its allowed values are stated; `trainlab.config.validate` checks them. `None` means "derived
+from the data or model" (the derived value is computed in one place and logged, never written
+back) and is always allowed where the type is optional. No float key takes nan or inf: each
+has a finite meaning (0 is the "off" value where there is one; "no limit" has its own switch,
+e.g. data.in_memory=true).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from trainlab.config.rules import INT64_MAX, choices, free, key, pattern, rng
 
@@ -254,6 +257,12 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Not config keys (never saved, compared or validated): what `build_config` filled in from
+    # the method's defaults for keys the recipe and command line left unset, and what it
+    # skipped because of a key they set (`trainlab.config.method_defaults` Applied / Skipped
+    # records); the run header prints them.
+    method_defaults: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    method_defaults_skipped: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
 
 SECTIONS: dict[str, type] = {

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 
+from trainlab.config import method_defaults
 from trainlab.config.load import dump_yaml, merge_overrides, to_dict
 from trainlab.config.schema import Config
 from trainlab.dist.env import DistEnv, detect
@@ -267,6 +268,12 @@ def _print_header(console: Console, cfg: Config, a: Assembly, params: int, run_d
         f"{t.accum_steps} accum), {len(a.train_loader)} batches = {a.steps_per_epoch} optimizer "
         f"steps/epoch, {schedule.total_steps} steps total, warmup {schedule.warmup_steps} steps, "
         f"{cfg.optim.name} peak lr {cfg.optim.lr:g}, {cfg.sched.name} schedule")
+    if cfg.method_defaults:
+        console.print(f"derived: method defaults ({cfg.method.name}) for keys left unset: "
+                      f"{method_defaults.describe(cfg.method_defaults)}")
+    if cfg.method_defaults_skipped:
+        console.print(f"method defaults ({cfg.method.name}) not applied: "
+                      f"{method_defaults.describe_skipped(cfg.method_defaults_skipped)}")
     if ckpt is not None:
         console.print(f"resumed from {ckpt} at epoch {state.epoch + 1}, batch {state.batch}, "
                       f"step {state.step}")
