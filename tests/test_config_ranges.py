@@ -116,6 +116,8 @@ BAD: dict[str, list[str | list[str]]] = {
     "train.accum_steps": ["0"],
     "train.label_smoothing": ["-0.1", "1"],
     "train.loss": ["l2", "MSE", ["method.name=simclr", "train.loss=mse"]],
+    "train.tta": ["mirror", "FLIP", ["train.tta=flip"],
+                  ["method.name=mae", "model.name=vit_tiny", "train.tta=flip", "data.flip=true"]],
     "train.grad_clip": ["-1"],
     "train.eval_batch_size": ["0"],
     "train.precision": ["fp8", "FP16"],
