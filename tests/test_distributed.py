@@ -24,6 +24,13 @@ def torchrun(*args: str, nproc: int = 2, timeout: float = 300) -> subprocess.Com
                           env=ENV)
 
 
+def shown(p: subprocess.CompletedProcess) -> str:
+    """What a failed launch printed: the start of stderr (each rank's own messages come before
+    torchrun's summary) and its end."""
+    err = p.stderr
+    return err if len(err) <= 8000 else f"{err[:4000]}\n[...]\n{err[-4000:]}"
+
+
 def single(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "trainlab", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env=ENV)
@@ -47,9 +54,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, augment):
     over = ["train", "model.name=mlp", "train.epochs=1", "train.batch_size=64",
             f"data.augment={augment}", "model.dropout=0"]
     p2 = torchrun(*over, *quick(tmp_path / "two"))
-    assert p2.returncode == 0, p2.stderr[-3000:]
+    assert p2.returncode == 0, shown(p2)
     p1 = single(*over, *quick(tmp_path / "one"))
-    assert p1.returncode == 0, p1.stderr[-3000:]
+    assert p1.returncode == 0, shown(p1)
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
@@ -92,9 +99,9 @@ def test_two_gloo_processes_match_one_process_ssl(tmp_path, name):
     over = ["train", *SSL[name], "train.epochs=1", "train.batch_size=64", "optim.name=sgd",
             "optim.lr=0.05"]
     p2 = torchrun(*over, *quick(tmp_path / "two"))
-    assert p2.returncode == 0, p2.stderr[-3000:]
+    assert p2.returncode == 0, shown(p2)
     p1 = single(*over, *quick(tmp_path / "one"))
-    assert p1.returncode == 0, p1.stderr[-3000:]
+    assert p1.returncode == 0, shown(p1)
     a = torch.load(tmp_path / "one/checkpoints/last.pt", weights_only=True)
     b = torch.load(tmp_path / "two/checkpoints/last.pt", weights_only=True)
     assert a["state"]["step"] == b["state"]["step"] > 10
@@ -123,7 +130,7 @@ def test_sigterm_to_torchrun_then_resume_is_exact(tmp_path):
     over = ["train", "model.name=mlp", "train.epochs=2", "train.batch_size=16", "run.log_every=1",
             "model.dropout=0.1"]
     straight = torchrun(*over, *quick(tmp_path / "a"))
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert straight.returncode == 0, shown(straight)
     cmd = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "trainlab", *over,
            *quick(tmp_path / "b")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -135,7 +142,7 @@ def test_sigterm_to_torchrun_then_resume_is_exact(tmp_path):
     ck = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     assert ck["state"]["step"] >= 5 and len(ck["rng"]) == 2, err[-2000:]
     resumed = torchrun(*over, *quick(tmp_path / "b"), "run.resume=auto")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, shown(resumed)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     for k in a:
         assert torch.equal(a[k], b[k]), k

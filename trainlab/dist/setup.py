@@ -98,11 +98,13 @@ def teardown(clean: bool = True) -> None:
     so wait for all of them first (rank 0 hosts the watchdog's store and must go last)."""
     global _watchdog
     if _watchdog is not None:
-        _watchdog.stop()
+        _watchdog.stop()  # joins its thread: no store call may be in flight when rank 0 exits
     if dist.is_initialized():
         if clean:
             dist.barrier()
         dist.destroy_process_group()
+    if _watchdog is not None and not _watchdog.is_alive():
+        _watchdog.store = None  # close the store client now, not during interpreter shutdown
     _watchdog = None
 
 
@@ -126,7 +128,13 @@ class Watchdog(threading.Thread):
             pass
 
     def stop(self) -> None:
+        """Tell the peers this rank is done and end the thread (waits for it, so it is not
+        inside a TCPStore call while the process exits: a C++ store call still running at
+        interpreter shutdown aborts the process with "terminate called without an active
+        exception")."""
         self._stop_evt.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=4 * HEARTBEAT_S)
         try:
             self.store.set(f"done/{self.env.rank}", "1")
         except Exception:
