@@ -64,3 +64,23 @@ def test_augmentation_changes_images_per_sample():
     plain = (X[ids].float() / 255 - 0.5) / 0.25
     changed = (x_aug != plain).flatten(1).any(1)
     assert changed.float().mean() > 0.5
+
+
+def test_grey_batches_have_channels_last_strides_with_and_without_augmentation():
+    """One channel: the loader hands out channels_last strides (the same memory), so CPU
+    convolutions take the same (faster) path for augmented and plain batches."""
+    from trainlab.config.schema import DataConfig
+    from trainlab.data.augment import resolve_augment
+    from trainlab.data.loader import DeviceLoader, grey_as_channels_last
+
+    x = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    y = torch.randint(0, 3, (64,))
+    for aug in (None, resolve_augment(DataConfig(name="fashion-mnist"))):
+        loader = DeviceLoader(x, y, 32, [0.5], [0.25], shuffle=True, augment=aug)
+        xb = next(iter(loader.epoch(0)))[0]
+        assert xb.stride() == (64, 1, 8, 1), (aug, xb.stride())
+    plain = torch.arange(2 * 1 * 3 * 4.0).view(2, 1, 3, 4)
+    assert torch.equal(grey_as_channels_last(plain), plain)  # same values, same memory
+    assert grey_as_channels_last(plain).data_ptr() == plain.data_ptr()
+    rgb = torch.zeros(2, 3, 4, 4)
+    assert grey_as_channels_last(rgb).stride() == rgb.stride()

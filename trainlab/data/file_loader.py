@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from trainlab.config.schema import DataConfig
 from trainlab.data.augment import resolve_augment
 from trainlab.data.keys import MASK64, SampleKeys, contiguous_keys, splitmix64
-from trainlab.data.loader import BatchesBase, epoch_generator
+from trainlab.data.loader import BatchesBase, epoch_generator, grey_as_channels_last
 from trainlab.data.mix import MixSpec, mix_batch, mix_generator
 from trainlab.data.sources.base import ImageFiles
 from trainlab.errors import ConfigError
@@ -291,4 +291,5 @@ class FileLoader(BatchesBase):
                 xb = erase(xb, boxes)
             if self.mix is not None:
                 xb, yb = mix_batch(xb, yb, self.mix, mix_generator(self.seed, epoch, i))
-            yield xb, yb, contiguous_keys(self.seed, epoch, *self.rank_slice(i))
+            keys = contiguous_keys(self.seed, epoch, *self.rank_slice(i))
+            yield grey_as_channels_last(xb), yb, keys
