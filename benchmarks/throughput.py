@@ -9,6 +9,12 @@ alternating rounds, and report images/s and the ratio to the bare step:
             (the usual recipe), 2 workers.
 
 usage: python benchmarks/throughput.py [--model cnn] [--batch 256] [--steps 30] [--rounds 3]
+                                      [--clock wall|cpu]
+
+--clock cpu measures CPU seconds of this process with 1 thread (`time.process_time`) instead of
+wall time: stable (+-3%) while other processes share the cores, where wall-clock img/s swings
+by +-30%. The DataLoader + PIL pipeline does its work in worker processes, which this clock
+does not see, so it is left out then.
 """
 
 from __future__ import annotations
@@ -33,12 +39,12 @@ from trainlab.models import ImageSpec
 def ours(args, x, y, spec, device, tmp: Path) -> float:
     model, opt = fresh_model(ModelConfig(name=args.model), spec, device)
     aug = resolve_augment(DataConfig(name="fashion-mnist"))
-    return time_trainer(model, opt, x, y, args.batch, args.steps + 1, aug, tmp)
+    return time_trainer(model, opt, x, y, args.batch, args.steps + 1, aug, tmp, clock=args.timer)
 
 
 def bare(args, x, y, spec, device) -> float:
     model, opt = fresh_model(ModelConfig(name=args.model), spec, device)
-    return time_bare(model, opt, x, y, args.batch, args.steps + 1)
+    return time_bare(model, opt, x, y, args.batch, args.steps + 1, clock=args.timer)
 
 
 def pil(args, x, y, spec, device) -> float:
@@ -79,14 +85,20 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-pil", action="store_true")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = p.parse_args()
+    if args.clock == "cpu":
+        torch.set_num_threads(1)
+        args.no_pil = True
+    args.timer = time.process_time if args.clock == "cpu" else time.perf_counter
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_data(DataConfig(name="fashion-mnist", val_fraction=0.0))
     x, y = data.x_train.to(device), data.y_train.to(device)
     spec = ImageSpec(1, 28, 28, 10)
     print(f"machine: {machine()}")
     print(f"model {args.model}, batch {args.batch}, {args.steps} steps x {args.rounds} rounds, "
-          f"Fashion-MNIST 1x28x28, device {device}")
+          f"Fashion-MNIST 1x28x28, device {device}, clock {args.clock}"
+          f"{' (CPU seconds, 1 thread)' if args.clock == 'cpu' else ''}")
     res: dict[str, list[float]] = {"bare": [], "trainlab": [], "pil": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
