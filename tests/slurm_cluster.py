@@ -1,9 +1,13 @@
-"""A real single-node Slurm cluster on localhost for the tests: munged, slurmctld, slurmd.
+"""A real Slurm cluster on localhost for the tests: munged, slurmctld and one slurmd per node.
 
-Started once per test module (see the `slurm` fixture in test_slurm.py), configured in a temp
-folder on free ports, and stopped by PID afterwards. Installing the Debian packages is not the
-tests' business: `make test` runs scripts/install-debian-packages.sh first; here a missing
-binary only skips the tests, naming it, its package and the command that installs it.
+`LocalSlurm(root)` is one node named after this host; `LocalSlurm(root, nodes=2)` emulates a
+2-node cluster: nodes n1, n2 on this host (NodeAddr=127.0.0.1, a port, spool folder, pid and
+log file each, `slurmd -N n1`), so the node names do not resolve, as on many real clusters.
+Started once per test module (see the fixtures in test_slurm.py and test_multinode.py),
+configured in a temp folder on free ports, and stopped by PID afterwards. Installing the
+Debian packages is not the tests' business: `make test` runs scripts/install-debian-packages.sh
+first; here a missing binary only skips the tests, naming it, its package and the command that
+installs it.
 
 Every wait polls a state (munge answers, `scontrol ping` says UP, `sinfo` says idle) with a
 generous deadline, and fails with the daemons' logs when it passes.
@@ -84,8 +88,11 @@ def _free_ports(n: int) -> list[int]:
 class LocalSlurm:
     """Lifecycle of the local cluster; `env` holds SLURM_CONF for every client call."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, nodes: int = 0, cpus_per_node: int = 2) -> None:
         self.root = root
+        self.node_names = [f"n{i + 1}" for i in range(nodes)]  # [] -> one node, this host
+        self.cpus_per_node = cpus_per_node
+        self.pids: dict[str, int] = {}  # daemon (slurmctld, slurmd-n1, ...) -> PID
         self.conf = root / "slurm.conf"
         self.procs: list[subprocess.Popen] = []
         self.munged_pid: int | None = None
@@ -94,10 +101,20 @@ class LocalSlurm:
     def _write_conf(self) -> None:
         host = socket.gethostname()
         cpus, mem = _node_resources()
-        ctld_port, d_port = _free_ports(2)
+        ctld_port, d_port, *node_ports = _free_ports(2 + len(self.node_names))
         for d in ("state", "spool", "log"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         r = self.root
+        if self.node_names:  # emulated nodes on this host: their own port, spool, pid, log
+            node_lines = "\n".join(
+                f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} "
+                f"CPUs={self.cpus_per_node} RealMemory=8000 State=UNKNOWN"
+                for n, port in zip(self.node_names, node_ports, strict=True))
+            spool, pid, log = f"{r}/spool/%n", f"{r}/slurmd-%n.pid", f"{r}/log/slurmd-%n.log"
+        else:
+            node_lines = (f"NodeName={host} CPUs={cpus} RealMemory={max(1000, mem - 2000)} "
+                          f"State=UNKNOWN")
+            spool, pid, log = f"{r}/spool", f"{r}/slurmd.pid", f"{r}/log/slurmd.log"
         self.conf.write_text(f"""\
 ClusterName=trainlabtest
 SlurmctldHost={host}
@@ -120,12 +137,12 @@ MinJobAge=3600
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
+SlurmdSpoolDir={spool}
 SlurmctldPidFile={r}/slurmctld.pid
-SlurmdPidFile={r}/slurmd.pid
+SlurmdPidFile={pid}
 SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd.log
-NodeName={host} CPUs={cpus} RealMemory={max(1000, mem - 2000)} State=UNKNOWN
+SlurmdLogFile={log}
+{node_lines}
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
 
@@ -151,11 +168,16 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
                          for p in sorted((self.root / "log").glob("*")) if p.is_file())
 
-    def _daemon(self, name: str) -> None:
-        log = open(self.root / "log" / f"{name}.out", "ab")  # noqa: SIM115 (kept by Popen)
-        self.procs.append(subprocess.Popen([name, "-D", "-f", str(self.conf)], stdout=log,
-                                           stderr=log, env=self.env))
+    def _daemon(self, name: str, node: str | None = None) -> None:
+        key = f"{name}-{node}" if node else name
+        log = open(self.root / "log" / f"{key}.out", "ab")  # noqa: SIM115 (kept by Popen)
+        args = [name, "-D", "-f", str(self.conf), *(["-N", node] if node else [])]
+        if node:
+            (self.root / "spool" / node).mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(args, stdout=log, stderr=log, env=self.env)
         log.close()
+        self.procs.append(proc)
+        self.pids[key] = proc.pid
 
     def _alive_or_raise(self) -> None:
         for p in self.procs:
@@ -173,17 +195,22 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 return "UP" in self.run("scontrol", "ping", check=False).stdout
 
             wait_for(ctld_up, START_DEADLINE_S, lambda: f"slurmctld to answer:\n{self.logs()}")
-            self._daemon("slurmd")
-
-            def node_idle() -> bool:
-                self._alive_or_raise()
-                out = self.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
-                return out in ("idle", "mixed", "allocated")
-
-            wait_for(node_idle, START_DEADLINE_S, lambda: f"the node to be idle:\n{self.logs()}")
+            for node in self.node_names or [None]:
+                self._daemon("slurmd", node)
+            wait_for(self.nodes_up, START_DEADLINE_S,
+                     lambda: f"every node to be idle:\n{self.logs()}")
         except BaseException:
             self.stop()
             raise
+
+    def nodes_up(self) -> bool:
+        """Every node answers (idle, mixed or allocated); raises if a daemon exited."""
+        self._alive_or_raise()
+        out = self.run("sinfo", "-h", "-N", "-o", "%N %T", check=False).stdout.split("\n")
+        states = [line.split()[1] for line in out if len(line.split()) == 2]
+        want = len(self.node_names) or 1
+        return len(states) == want and all(
+            st.rstrip("*") in ("idle", "mixed", "allocated") for st in states)
 
     def stop(self) -> None:
         for p in reversed(self.procs):
