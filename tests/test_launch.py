@@ -192,8 +192,9 @@ def test_status_of_local_run_from_files(tmp_path):
                                                                            .parent)})
     assert s.returncode == 0, s.stderr
     line = next(x for x in s.stdout.splitlines() if x.startswith("runs/r1")).split()
-    assert line[1:5] == ["-", "done", "-", "1/1"], line
-    assert not math.isnan(float(line[6]))
+    # job, state, slurm, requeues, nodes, epoch (no Slurm job: no requeues, no nodes)
+    assert line[1:7] == ["-", "done", "-", "-", "-", "1/1"], line
+    assert not math.isnan(float(line[8]))
 
 
 def test_local_sweep_runs_points_then_compares_and_continues(tmp_path):

@@ -21,7 +21,17 @@ import torch
 from conftest import run_cli
 from slurm_cluster import LocalSlurm, missing_reason, wait_for
 from test_distributed import torchrun, weights
-from test_slurm import LONG, QUIET, _info, _job_id, _restarts, _tail, _train_steps, _wait_job_end
+from test_slurm import (
+    LONG,
+    QUIET,
+    _info,
+    _job_id,
+    _restarts,
+    _status,
+    _tail,
+    _train_steps,
+    _wait_job_end,
+)
 
 from trainlab.config.load import build_config
 from trainlab.dist.env import DistEnv
@@ -133,6 +143,9 @@ def test_preempted_two_node_job_requeues_and_matches(cluster, two_node_run, tmp_
         f"Requeueing Slurm job {job} (restart 1 of at most 3)" in log and "resumed from" in log
     _same(weights(two_node_run), weights(pre), exact=True)
     assert json.loads((pre / "summary.json").read_text())["nodes"] == ["n1", "n2"]
+    # trainlab status: job, state, Slurm's state, requeue count, node list
+    assert [row[1:6] for row in _status(pre, cluster.env)] == [
+        [job, "done", "COMPLETED", "1", "n[1-2]"]]
 
 
 @pytest.mark.slow
@@ -150,6 +163,55 @@ def test_sweep_of_two_node_points_is_one_array(cluster, tmp_path):
     for p in manifest["points"]:
         s = json.loads((sweep / p["dir"] / "summary.json").read_text())
         assert s["world_size"] == 2 and s["nodes"] == ["n1", "n2"], s
+
+
+def _rank_pid(job: str, rank: int) -> int | None:
+    """PID of the training process of `rank` in Slurm job `job` (from /proc: its command line
+    runs `-m trainlab` and its environment has the job id and SLURM_PROCID)."""
+    want = {f"SLURM_JOB_ID={job}".encode(), f"SLURM_PROCID={rank}".encode()}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+            env = set((d / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if argv and b"python" in Path(argv[0].decode(errors="replace")).name.encode() and \
+                b"trainlab" in argv and want <= env:
+            return int(d.name)
+    return None
+
+
+@pytest.mark.slow
+def test_lost_rank_ends_the_job_with_a_message_and_resume_continues(cluster, two_node_run,
+                                                                     tmp_path):
+    """SIGKILL rank 1's process (node n2) in epoch 2: the job ends (FAILED) naming task 1 on
+    n2, the epoch-1 checkpoint is intact, and resubmitting continues from it to exactly the
+    weights of the uninterrupted 2-node job."""
+    d = tmp_path / "lost"
+    args = ["train.epochs=3", "run.dist_timeout_s=20", *NODES2]
+    job = _submit(cluster, d, *args)
+
+    def in_epoch_2() -> int | None:
+        per_epoch, step = _train_steps(d)
+        assert not (d / "summary.json").exists(), "the run finished before the kill"
+        ok = per_epoch and per_epoch + 10 <= step <= 2 * per_epoch - 60
+        return _rank_pid(job, 1) if ok else None
+
+    pid = wait_for(in_epoch_2, LONG, lambda: f"job {job} in epoch 2: {_info(cluster, job, d)}",
+                   every=0.1)
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_job_end(cluster, job, d) == {"FAILED"}, _info(cluster, job, d)
+    err = "".join(p.read_text() for p in d.glob("slurm-*.err"))
+    assert "n2: task 1: Killed" in err and "trainlab: error: the training step ended" in err, err
+    ckpt = torch.load(d / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["state"]["epoch"] == 1 and ckpt["state"]["batch"] == 0, ckpt["state"]
+    job2 = _submit(cluster, d, *args)
+    assert job2 != job
+    assert _wait_job_end(cluster, job2, d) == {"COMPLETED"}, _info(cluster, job2, d)
+    assert "resumed from" in _tail(d)
+    _same(weights(two_node_run), weights(d), exact=True)
 
 
 def test_unresolvable_rendezvous_is_a_clear_error_on_the_cluster(cluster, tmp_path):
