@@ -22,7 +22,7 @@ from trainlab.launch import slurm
 from trainlab.launch import sweep as sw
 from trainlab.launch.compare import compare_sweep
 from trainlab.launch.requeue import requeue_after_interrupt
-from trainlab.launch.runstate import Submission, classify
+from trainlab.launch.runstate import Submission, classify, sweep_submissions
 from trainlab.launch.script import resolve_options
 from trainlab.launch.status import status_rows
 
@@ -311,3 +311,18 @@ def test_run_state_from_submission_slurm_and_files(tmp_path, files, sub, st, pro
         assert "Invalid account" in reason
     if want == "unknown":
         assert problem in reason
+
+
+def test_resubmitted_points_map_to_their_new_array_tasks():
+    man = {"points": [{"index": i, "dir": f"p{i}"} for i in range(4)],
+           "jobs": [{"job_id": "7", "first": 0, "last": 3},
+                    {"job_id": "9", "points": [1, 3]}]}
+    assert [s.job for s in sweep_submissions(man)] == ["7_0", "9_0", "7_2", "9_1"]
+
+
+def test_resubmit_refuses_a_new_sweep_spec_with_it(tmp_path, capsys):
+    assert cli.main(["sweep", "--resubmit", str(tmp_path), "--grid", "optim.lr=1e-3,1e-2"]) == 2
+    err = capsys.readouterr().err
+    assert "--resubmit DIR takes the points from DIR/sweep.json" in err
+    assert cli.main(["sweep", "--resubmit", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

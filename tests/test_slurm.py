@@ -249,3 +249,36 @@ def test_sbatch_missing_suggests_local_or_dry_run(tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "sbatch" in r.stderr and "--local" in r.stderr and "--dry-run" in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_resubmit_submits_only_the_unfinished_points_as_one_array(slurm, tmp_path):
+    """Point 1 is cancelled while queued (task 0 waits on a gate, --max-parallel=1); after the
+    others finish, `sweep --resubmit` submits point 1 alone as a 1-task array, which ends done."""
+    sweep, gate = tmp_path / "s", tmp_path / "gate"
+    r = run_cli("sweep", "model.name=mlp", "train.epochs=1", *QUIET, "--grid",
+                "optim.lr=1e-3,3e-3,1e-2", "--max-parallel=1", f"--dir={sweep}",
+                "--cpus-per-task=1", "--time=30",
+                f"--setup=until [ -e {gate} ]; do sleep 0.2; done", cwd=tmp_path, env=slurm.env)
+    assert r.returncode == 0, r.stderr
+    job = json.loads((sweep / "sweep.json").read_text())["jobs"][0]["job_id"]
+    slurm.run("scancel", f"{job}_1")
+    wait_for(lambda: any(rec.get("ArrayTaskId") == "1" and rec["JobState"] == "CANCELLED"
+                         for rec in slurm.job(job)), LONG,
+             lambda: f"task 1 of {job} cancelled: {_info(slurm, job, sweep)}")
+    gate.touch()
+    assert _wait_job_end(slurm, job, sweep) <= {"COMPLETED", "CANCELLED"}
+    assert [row[2] for row in _status(sweep, slurm.env)] == ["done", "interrupted", "done"]
+    r = run_cli("sweep", "--resubmit", str(sweep), "--cpus-per-task=1", "--time=30",
+                cwd=tmp_path, env=slurm.env)
+    assert r.returncode == 0, r.stderr
+    assert "resubmitting 1 of 3 points: 1" in r.stdout, r.stdout
+    jobs = json.loads((sweep / "sweep.json").read_text())["jobs"]
+    assert len(jobs) == 2 and jobs[1]["points"] == [1]
+    assert "#SBATCH --array=0-0" in (sweep / "resubmit.sbatch").read_text()
+    job2 = jobs[1]["job_id"]
+    assert _wait_job_end(slurm, job2, sweep) == {"COMPLETED"}, _info(slurm, job2, sweep)
+    rows = _status(sweep, slurm.env)
+    assert [row[1:3] for row in rows] == [[f"{job}_0", "done"], [f"{job2}_0", "done"],
+                                          [f"{job}_2", "done"]], rows
+    again = run_cli("sweep", "--resubmit", str(sweep), cwd=tmp_path, env=slurm.env)
+    assert again.returncode == 0 and "nothing to resubmit" in again.stdout, again.stderr
