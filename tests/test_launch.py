@@ -320,9 +320,11 @@ def test_resubmitted_points_map_to_their_new_array_tasks():
     assert [s.job for s in sweep_submissions(man)] == ["7_0", "9_0", "7_2", "9_1"]
 
 
-def test_resubmit_refuses_a_new_sweep_spec_with_it(tmp_path, capsys):
-    assert cli.main(["sweep", "--resubmit", str(tmp_path), "--grid", "optim.lr=1e-3,1e-2"]) == 2
+@pytest.mark.parametrize("extra", [["--grid", "optim.lr=1e-3,1e-2"], ["optim.lr=0.1"],
+                                   ["--local"], ["--parallel", "2"], ["--random", "3"]])
+def test_resubmit_refuses_a_new_sweep_spec_with_it(tmp_path, capsys, extra):
+    assert cli.main(["sweep", "--resubmit", str(tmp_path), *extra]) == 2
     err = capsys.readouterr().err
-    assert "--resubmit DIR takes the points from DIR/sweep.json" in err
+    assert "--resubmit DIR takes the points from DIR/sweep.json" in err and "Traceback" not in err
     assert cli.main(["sweep", "--resubmit", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err

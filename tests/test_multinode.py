@@ -1,10 +1,13 @@
 """Several nodes: trainlab jobs on an emulated 2-node Slurm cluster (nodes n1, n2 on this host,
 whose names do not resolve: the rendezvous must come from Slurm's NodeAddr), compared with
-torchrun runs of the same config; preemption and requeue of a 2-node job; a 2-node sweep.
+torchrun runs of the same config; preemption and requeue of a 2-node job; a lost rank and a
+lost node; a 2-node sweep.
 
-Every wait polls Slurm's state or files with a generous deadline (see test_slurm.py). The runs
-are tiny (digits, mlp, OMP_NUM_THREADS=1); the emulated nodes oversubscribe this machine's
-cores, which costs time but not correctness: the tests compare weights, not speed.
+Every wait polls Slurm's state or files with a generous deadline and fails at once, with
+`scontrol show job` and `sinfo -N -l`, when it can no longer succeed (LocalSlurm.check); after
+each test no job is left and both nodes are idle, their slurmd's running (LocalSlurm.ready).
+The runs are tiny (digits, mlp, OMP_NUM_THREADS=1); the emulated nodes oversubscribe this
+machine's cores, which costs time but not correctness: the tests compare weights, not speed.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_cli
-from slurm_cluster import LocalSlurm, missing_reason, wait_for
+from slurm_cluster import LONG, LocalSlurm, missing_reason
 from test_distributed import torchrun, weights
 from test_slurm import (
-    LONG,
     QUIET,
     _info,
     _job_id,
     _restarts,
+    _start_requeued,
     _status,
     _tail,
     _train_steps,
@@ -43,17 +46,31 @@ from trainlab.errors import Interrupted
 CFG = ["model.name=mlp", "train.batch_size=8", "model.dropout=0", "data.val_fraction=0.05",
        "run.log_every=10", *QUIET]
 NODES2 = ["--nodes=2", "--cpus-per-task=1", "--time=30"]
+DIST_TIMEOUT = "run.dist_timeout_s=20"  # a lost rank is named within ~20 s (+ one heartbeat)
+# Slurm marks a silent node DOWN 2/3..4/3 of this after its last answer (pings every third of
+# it), i.e. >= 40 s after a node dies: always after rank 0 has named the lost rank (<= ~24 s
+# with DIST_TIMEOUT), so that message is never cut off by Slurm killing the job first.
+SLURMD_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster2(tmp_path_factory):
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
-    c = LocalSlurm(tmp_path_factory.mktemp("slurm2"), nodes=2, cpus_per_node=2)
+    c = LocalSlurm(tmp_path_factory.mktemp("slurm2"), nodes=2, cpus_per_node=2,
+                   slurmd_timeout_s=SLURMD_TIMEOUT_S)
     c.start()
     yield c
     c.stop()
+
+
+@pytest.fixture
+def cluster(cluster2):
+    """The module's 2-node cluster; after each test no job is left, every slurmd runs and
+    both nodes are idle again (a node left DOWN would keep the next test's job pending)."""
+    yield cluster2
+    cluster2.ready()
 
 
 def _submit(cluster: LocalSlurm, run_dir: Path, *args: str, env: dict | None = None) -> str:
@@ -73,13 +90,30 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], exact: bool) -
 
 
 @pytest.fixture(scope="module")
-def two_node_run(cluster, tmp_path_factory) -> Path:
+def two_node_run(cluster2, tmp_path_factory) -> Path:
     """An uninterrupted 2-node job (1 rank per node, gloo), 3 epochs: the reference."""
     d = tmp_path_factory.mktemp("ref") / "run"
     d.parent.mkdir(exist_ok=True)
-    job = _submit(cluster, d, "train.epochs=3", *NODES2)
-    assert _wait_job_end(cluster, job, d) == {"COMPLETED"}, _info(cluster, job, d)
+    job = _submit(cluster2, d, "train.epochs=3", *NODES2)
+    assert _wait_job_end(cluster2, job, d) == {"COMPLETED"}, _info(cluster2, job, d)
     return d
+
+
+def _after_epoch_1(run_dir: Path) -> bool:
+    """Training is past epoch 1's checkpoint (>= 10 steps into epoch 2) and at most half way
+    through epoch 3 (of 3): a kill now leaves an epoch-boundary checkpoint to continue from.
+    (A wide window on purpose: on an idle machine an epoch takes ~1.5 s.)"""
+    per_epoch, step = _train_steps(run_dir)
+    assert not (run_dir / "summary.json").exists(), "the run finished before the kill"
+    return bool(per_epoch) and per_epoch + 10 <= step <= 2 * per_epoch + per_epoch // 2
+
+
+def _boundary_checkpoint(run_dir: Path) -> int:
+    """The epoch of the run's last checkpoint, which must load and sit at an epoch boundary
+    after epoch 1 or 2 (what a rank killed in epoch 2 or 3 leaves)."""
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert state["epoch"] in (1, 2) and state["batch"] == 0, state
+    return state["epoch"]
 
 
 def test_two_nodes_match_two_torchrun_processes(cluster, two_node_run, tmp_path):
@@ -112,31 +146,21 @@ def test_preempted_two_node_job_requeues_and_matches(cluster, two_node_run, tmp_
     job = _submit(cluster, pre, "train.epochs=3", *NODES2)
 
     def inside_an_epoch() -> bool:
-        """Well inside epoch 2 (>= 10 steps in, >= 60 before its end), not in validation."""
+        """Well inside epoch 2 or 3 (>= 10 steps in, >= 60 before its end), not in validation
+        (two windows: on an idle machine an epoch takes ~1.5 s)."""
         per_epoch, step = _train_steps(pre)
         assert not (pre / "summary.json").exists(), "the run finished before the signal"
-        return bool(per_epoch) and per_epoch < step < 2 * per_epoch and \
+        return bool(per_epoch) and per_epoch < step < 3 * per_epoch and \
             10 <= step % per_epoch <= per_epoch - 60
 
-    wait_for(inside_an_epoch, LONG, lambda: f"job {job} mid-epoch: {_info(cluster, job, pre)}",
-             every=0.1)
+    cluster.wait(inside_an_epoch, f"job {job} mid-epoch", job, every=0.1,
+                 extra=lambda: _tail(pre))
     cluster.run("scancel", "--batch", "--signal=USR1", job)
-    wait_for(lambda: _restarts(cluster, job) >= 1, LONG,
-             lambda: f"job {job} to be requeued: {_info(cluster, job, pre)}")
+    cluster.wait(lambda: _restarts(cluster, job) >= 1, f"job {job} to be requeued", job,
+                 pending_ok=True, extra=lambda: _tail(pre))
     ckpt = torch.load(pre / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["state"]["batch"] > 0 and len(ckpt["rng"]) == 2, ckpt["state"]
-
-    def started_again() -> bool:  # Slurm holds a requeued job ~2 min: start it now
-        rec = cluster.job(job)[0]
-        if rec["JobState"] == "PENDING":
-            held = rec.get("Priority") == "0" or "held" in rec.get("Reason", "").lower()
-            cluster.run(*(["scontrol", "release", job] if held else
-                          ["scontrol", "update", f"JobId={job}", "StartTime=now"]), check=False)
-            return False
-        return rec["JobState"] in ("RUNNING", "COMPLETING", "COMPLETED")
-
-    wait_for(started_again, LONG, lambda: f"job {job} to start again: {_info(cluster, job, pre)}",
-             every=1)
+    _start_requeued(cluster, job, pre)
     assert _wait_job_end(cluster, job, pre) == {"COMPLETED"}, _info(cluster, job, pre)
     log = _tail(pre)
     assert "Received SIGUSR1: saved a checkpoint" in log and \
@@ -184,29 +208,58 @@ def _rank_pid(job: str, rank: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_lost_rank_ends_the_job_with_a_message_and_a_checkpoint(cluster, tmp_path):
-    """SIGKILL rank 1's process (node n2) in epoch 2: the job ends (FAILED) naming task 1 on
-    n2, and the epoch-1 checkpoint is intact."""
+def test_lost_rank_ends_the_job_with_a_message_and_resubmitting_continues(cluster, two_node_run,
+                                                                          tmp_path):
+    """SIGKILL rank 1's process (node n2) after epoch 1: the job ends (FAILED) naming task 1 on
+    n2, the last (epoch-boundary) checkpoint is intact, and submitting the same command again
+    continues from it to exactly the weights of the uninterrupted 2-node job."""
     d = tmp_path / "lost"
-    args = ["train.epochs=3", "run.dist_timeout_s=20", *NODES2]
+    args = ["train.epochs=3", DIST_TIMEOUT, *NODES2]
     job = _submit(cluster, d, *args)
-
-    def in_epoch_2() -> int | None:
-        per_epoch, step = _train_steps(d)
-        assert not (d / "summary.json").exists(), "the run finished before the kill"
-        ok = per_epoch and per_epoch + 10 <= step <= 2 * per_epoch - 60
-        return _rank_pid(job, 1) if ok else None
-
-    pid = wait_for(in_epoch_2, LONG, lambda: f"job {job} in epoch 2: {_info(cluster, job, d)}",
-                   every=0.1)
+    pid = cluster.wait(lambda: _after_epoch_1(d) and _rank_pid(job, 1), f"job {job} past "
+                       f"epoch 1", job, every=0.1, extra=lambda: _tail(d))
     os.kill(pid, signal.SIGKILL)
     assert _wait_job_end(cluster, job, d) == {"FAILED"}, _info(cluster, job, d)
     err = "".join(p.read_text() for p in d.glob("slurm-*.err"))
     assert "n2: task 1: Killed" in err and "trainlab: error: the training step ended" in err, err
-    ckpt = torch.load(d / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["state"]["epoch"] == 1 and ckpt["state"]["batch"] == 0, ckpt["state"]
-    # TODO: resubmitting here and checking the resumed weights hung once in two runs under
-    # load (the new job's srun step never started; 900 s); left out until that is understood.
+    epoch = _boundary_checkpoint(d)
+    job2 = _submit(cluster, d, *args)
+    assert job2 != job
+    assert _wait_job_end(cluster, job2, d) == {"COMPLETED"}, _info(cluster, job2, d)
+    assert f"at epoch {epoch + 1}, batch 0" in (d / f"slurm-{job2}.out").read_text(), _tail(d)
+    _same(weights(two_node_run), weights(d), exact=True)
+
+
+@pytest.mark.slow
+def test_lost_node_is_named_and_the_requeued_job_continues(cluster, two_node_run, tmp_path):
+    """Node n2 dies after epoch 1 (its slurmd, the step's slurmstepd and rank 1 SIGKILLed):
+    rank 0 stops within run.dist_timeout_s naming rank 1 on node n2; the controller marks n2
+    DOWN after SlurmdTimeout and requeues the job (it was submitted with --requeue); the last
+    checkpoint is intact; once n2's slurmd is back, the requeued job (run.resume=auto)
+    continues from it to exactly the weights of the uninterrupted 2-node job."""
+    d = tmp_path / "node"
+    job = _submit(cluster, d, "train.epochs=3", DIST_TIMEOUT, *NODES2)
+    rank1 = cluster.wait(lambda: _after_epoch_1(d) and _rank_pid(job, 1), f"job {job} past "
+                         f"epoch 1", job, every=0.1, extra=lambda: _tail(d))
+    assert rank1 in cluster.kill_node("n2")
+    cluster.wait(lambda: _restarts(cluster, job) >= 1, f"job {job} to be requeued after node "
+                 f"n2 failed", job, nodes_down_ok=True, pending_ok=True, extra=lambda: _tail(d))
+    assert cluster.node_states()["n2"].startswith("down"), cluster.diagnosis(job)
+    assert f"requeue job JobId={job} due to failure of node n2" in \
+        (cluster.root / "log" / "slurmctld.log").read_text()
+    epoch = _boundary_checkpoint(d)
+    cluster.start_slurmd("n2")
+    # Let Slurm start the requeued job after its own hold (BeginTime, 120 s): the kill meant
+    # for the lost instance on n2 is delivered once n2 is back, and a new instance started
+    # at once (StartTime=now) got it too (seen: rank 1 SIGTERMed, a second requeue).
+    _start_requeued(cluster, job, d, now=False)
+    assert _wait_job_end(cluster, job, d) == {"COMPLETED"}, _info(cluster, job, d)
+    assert _restarts(cluster, job) == 1, _info(cluster, job, d)  # the node failure's only
+    err, out = (d / f"slurm-{job}.err").read_text(), (d / f"slurm-{job}.out").read_text()
+    assert "trainlab: error: rank 1 (node n2) stopped responding" in err, err
+    assert "Traceback" not in err and "Received SIGTERM" not in err, err
+    assert "(restart 1)" in out and f"at epoch {epoch + 1}, batch 0" in out, out
+    _same(weights(two_node_run), weights(d), exact=True)
 
 
 def test_unresolvable_rendezvous_is_a_clear_error_on_the_cluster(cluster, tmp_path):
