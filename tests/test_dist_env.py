@@ -34,9 +34,25 @@ def test_torchrun():
 def test_slurm_srun_step():
     env = {"SLURM_PROCID": "2", "SLURM_LOCALID": "0", "SLURM_STEP_NUM_TASKS": "4",
            "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "gpu[10-11]", "SLURM_JOB_ID": "123456"}
-    e = detect(env)
+    e = detect(env, lookup=lambda name: name)
     assert (e.rank, e.local_rank, e.world_size, e.master_addr) == (2, 0, 4, "gpu10")
-    assert e.master_port == 15000 + 123456 % 20000 and e.launcher == "slurm"
+    assert e.master_port == 15000 + 2 * (123456 % 10000) and e.launcher == "slurm"
+
+
+def test_slurm_rendezvous_is_the_first_nodes_address_from_slurm():
+    """Node names need not resolve: the address is what Slurm knows (NodeAddr); MASTER_ADDR
+    and MASTER_PORT override; consecutive jobs never share a port (the watchdog takes +1)."""
+    env = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_NODELIST": "n[1-2]",
+           "SLURM_JOB_ID": "41", "SLURMD_NODENAME": "n2"}
+    asked: list[str] = []
+    addrs = {"n1": "10.0.0.7", "n2": "10.0.0.8"}
+    e = detect(env, lookup=lambda name: asked.append(name) or addrs[name])
+    assert (e.master_addr, e.node, asked) == ("10.0.0.7", "n2", ["n1"])
+    ports = {detect({**env, "SLURM_JOB_ID": str(j)}, lookup=addrs.get).master_port
+             for j in range(40, 44)}
+    assert len(ports) == 4 and all(p % 2 == 0 for p in ports)  # p and p+1 per job: disjoint
+    e = detect({**env, "MASTER_ADDR": "head", "MASTER_PORT": "2222"}, lookup=addrs.get)
+    assert (e.master_addr, e.master_port) == ("head", 2222)
 
 
 def test_sbatch_script_without_srun_is_single():

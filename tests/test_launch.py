@@ -22,7 +22,7 @@ from trainlab.launch import slurm
 from trainlab.launch import sweep as sw
 from trainlab.launch.compare import compare_sweep
 from trainlab.launch.requeue import requeue_after_interrupt
-from trainlab.launch.runstate import Submission, classify
+from trainlab.launch.runstate import Submission, classify, sweep_submissions
 from trainlab.launch.script import resolve_options
 from trainlab.launch.status import status_rows
 
@@ -192,8 +192,9 @@ def test_status_of_local_run_from_files(tmp_path):
                                                                            .parent)})
     assert s.returncode == 0, s.stderr
     line = next(x for x in s.stdout.splitlines() if x.startswith("runs/r1")).split()
-    assert line[1:5] == ["-", "done", "-", "1/1"], line
-    assert not math.isnan(float(line[6]))
+    # job, state, slurm, requeues, nodes, epoch (no Slurm job: no requeues, no nodes)
+    assert line[1:7] == ["-", "done", "-", "-", "-", "1/1"], line
+    assert not math.isnan(float(line[8]))
 
 
 def test_local_sweep_runs_points_then_compares_and_continues(tmp_path):
@@ -310,3 +311,20 @@ def test_run_state_from_submission_slurm_and_files(tmp_path, files, sub, st, pro
         assert "Invalid account" in reason
     if want == "unknown":
         assert problem in reason
+
+
+def test_resubmitted_points_map_to_their_new_array_tasks():
+    man = {"points": [{"index": i, "dir": f"p{i}"} for i in range(4)],
+           "jobs": [{"job_id": "7", "first": 0, "last": 3},
+                    {"job_id": "9", "points": [1, 3]}]}
+    assert [s.job for s in sweep_submissions(man)] == ["7_0", "9_0", "7_2", "9_1"]
+
+
+@pytest.mark.parametrize("extra", [["--grid", "optim.lr=1e-3,1e-2"], ["optim.lr=0.1"],
+                                   ["--local"], ["--parallel", "2"], ["--random", "3"]])
+def test_resubmit_refuses_a_new_sweep_spec_with_it(tmp_path, capsys, extra):
+    assert cli.main(["sweep", "--resubmit", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--resubmit DIR takes the points from DIR/sweep.json" in err and "Traceback" not in err
+    assert cli.main(["sweep", "--resubmit", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -4,8 +4,11 @@ exact resume, and Slurm's own refusals shown clearly. No sbatch is mocked.
 
 Every wait polls Slurm's state (`scontrol show job`: JobState, Restarts) or files (metrics,
 checkpoints, summary.json) with a generous deadline; none waits on a log line (a job that
-Slurm kills may never write it) or sleeps a fixed time. Logs are read only once Slurm says the
-job has ended, when they are complete.
+Slurm kills may never write it) or sleeps a fixed time, and each fails at once, showing
+`scontrol show job` and `sinfo -N -l`, when it can no longer succeed (LocalSlurm.check: a
+daemon or munged gone, a node down, a job that can never start or whose end Slurm lost).
+Logs are read only once Slurm says the job has ended, when they are complete. After each test
+no job is left and every node is idle (LocalSlurm.ready).
 """
 
 from __future__ import annotations
@@ -19,19 +22,16 @@ import pytest
 import torch
 import yaml
 from conftest import run_cli
-from slurm_cluster import MAX_ARRAY_SIZE, LocalSlurm, missing_reason, wait_for
+from slurm_cluster import MAX_ARRAY_SIZE, LocalSlurm, missing_reason
 
 from trainlab.engine.sinks import read_jsonl
 from trainlab.launch.compare import compare_sweep
 
 QUIET = ["run.progress=false", "run.tensorboard=false"]
-LONG = 900.0  # s: deadlines only cost time when something is wrong (a loaded 2-core machine)
-ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-         "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
+def slurm_daemons(tmp_path_factory):
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
@@ -39,6 +39,13 @@ def slurm(tmp_path_factory):
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_daemons):
+    """The module's cluster; after each test no job is left and every node is idle again."""
+    yield slurm_daemons
+    slurm_daemons.ready()
 
 
 def _job_id(run_dir: Path) -> str:
@@ -51,21 +58,38 @@ def _tail(run_dir: Path) -> str:
 
 
 def _info(slurm: LocalSlurm, job: str, run_dir: Path) -> str:
-    """What Slurm and the job's logs say (for failure messages)."""
-    return f"{slurm.job(job)}\n{_tail(run_dir)}\n{slurm.logs()}"
+    """What the job's logs and Slurm say (for failure messages)."""
+    return f"{_tail(run_dir)}\n{slurm.diagnosis(job)}"
 
 
 def _restarts(slurm: LocalSlurm, job: str) -> int:
     return max((int(r.get("Restarts", 0)) for r in slurm.job(job)), default=0)
 
 
-def _wait_job_end(slurm: LocalSlurm, job: str, run_dir: Path) -> set[str]:
-    """Wait until every task of `job` has ended in Slurm; their final states."""
-    def ended() -> set[str] | None:
-        states = {r.get("JobState") for r in slurm.job(job)}
-        return states if states and states <= ENDED else None
+def _wait_job_end(slurm: LocalSlurm, job: str, run_dir: Path, **check: bool) -> set[str]:
+    """Wait until every task of `job` has ended in Slurm; their final states. Fails at once
+    when it cannot end (see LocalSlurm.check; `check` relaxes it), with the logs."""
+    return slurm.wait_job_end(job, extra=lambda: _tail(run_dir), **check)
 
-    return wait_for(ended, LONG, lambda: f"job {job} to end: {_info(slurm, job, run_dir)}")
+
+def _start_requeued(slurm: LocalSlurm, job: str, run_dir: Path, now: bool = True) -> None:
+    """Start a requeued job and wait until Slurm says it runs (or ran). Slurm holds a requeued
+    job (BeginTime, cred_expire = 120 s) before it may start again: with `now`, start it at
+    once. A launch in the same second as the kill is refused by slurmd ("already killed") and
+    the job is held: release it and try again."""
+    def started_again() -> bool:
+        rec = slurm.job(job)[0]
+        if rec["JobState"] == "PENDING":
+            held = rec.get("Priority") == "0" or "held" in rec.get("Reason", "").lower()
+            if held or now:
+                slurm.run(*(["scontrol", "release", job] if held else
+                            ["scontrol", "update", f"JobId={job}", "StartTime=now"]),
+                          check=False)
+            return False
+        return rec["JobState"] in ("RUNNING", "COMPLETING", "COMPLETED")
+
+    slurm.wait(started_again, f"job {job} to start again", job, every=1, pending_ok=True,
+               extra=lambda: _tail(run_dir))
 
 
 def _status(path: Path, env: dict) -> list[list[str]]:
@@ -103,9 +127,9 @@ def test_sweep_array_status_and_compare(slurm, tmp_path, monkeypatch):
     assert len(manifest["jobs"]) == 1, "3 points must be ONE array job"
     assert "#SBATCH --array=0-2%1" in (sweep / "sweep.sbatch").read_text()
     job = manifest["jobs"][0]["job_id"]
-    wait_for(lambda: any(rec.get("ArrayTaskId") == "0" and rec["JobState"] == "RUNNING"
-                         for rec in slurm.job(job)), LONG,
-             lambda: f"task 0 of {job} to run: {_info(slurm, job, sweep)}")
+    slurm.wait(lambda: any(rec.get("ArrayTaskId") == "0" and rec["JobState"] == "RUNNING"
+                           for rec in slurm.job(job)), f"task 0 of {job} to run", job,
+               extra=lambda: _tail(sweep))
     rows = _status(sweep, slurm.env)
     assert [row[1:4] for row in rows] == [[f"{job}_0", "running", "RUNNING"],
                                           [f"{job}_1", "pending", "PENDING"],
@@ -174,29 +198,16 @@ def test_preemption_requeues_and_resumes_exactly(slurm, tmp_path):
         return bool(per_epoch) and per_epoch < step < 3 * per_epoch and \
             10 <= step % per_epoch <= per_epoch - 60
 
-    wait_for(inside_an_epoch, LONG, lambda: f"job {job} mid-epoch: {_info(slurm, job, pre)}",
-             every=0.1)
+    slurm.wait(inside_an_epoch, f"job {job} mid-epoch", job, every=0.1,
+               extra=lambda: _tail(pre))
     slurm.run("scancel", "--batch", "--signal=USR1", job)  # what --signal=B:USR1@grace sends
     # The job checkpoints, then requeues itself: Slurm counts the restart and kills the
     # instance ("CANCELLED ... DUE TO JOB REQUEUE"), so wait on Slurm, not on its log.
-    wait_for(lambda: _restarts(slurm, job) >= 1, LONG,
-             lambda: f"job {job} to be requeued: {_info(slurm, job, pre)}")
+    slurm.wait(lambda: _restarts(slurm, job) >= 1, f"job {job} to be requeued", job,
+               pending_ok=True, extra=lambda: _tail(pre))
     ckpt = torch.load(pre / "checkpoints" / "last.pt", weights_only=True)["state"]
     assert ckpt["batch"] > 0, f"the checkpoint should be mid-epoch: {ckpt}"
-    # Slurm holds a requeued job (BeginTime, ~2 min) before it may start again: start it now.
-    # A launch in the same second as the kill is refused by slurmd ("already killed") and the
-    # job is held: release it and try again, until Slurm says it runs.
-    def started_again() -> bool:
-        rec = slurm.job(job)[0]
-        if rec["JobState"] == "PENDING":
-            held = rec.get("Priority") == "0" or "held" in rec.get("Reason", "").lower()
-            slurm.run(*(["scontrol", "release", job] if held else
-                        ["scontrol", "update", f"JobId={job}", "StartTime=now"]), check=False)
-            return False
-        return rec["JobState"] in ("RUNNING", "COMPLETING", "COMPLETED")
-
-    wait_for(started_again, LONG, lambda: f"job {job} to start again: {_info(slurm, job, pre)}",
-             every=1)
+    _start_requeued(slurm, job, pre)
     for d in (base, pre):
         assert _wait_job_end(slurm, _job_id(d), d) == {"COMPLETED"}
     log = _tail(pre)
@@ -249,3 +260,45 @@ def test_sbatch_missing_suggests_local_or_dry_run(tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "sbatch" in r.stderr and "--local" in r.stderr and "--dry-run" in r.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_resubmit_submits_only_the_unfinished_points_as_one_array(slurm, tmp_path):
+    """Point 0 is cancelled while it runs (waiting on a gate; --max-parallel=1 keeps the others
+    queued); once the others finish, `sweep --resubmit` submits point 0 alone as a 1-task
+    array, which ends done. (Not a queued point: cancelling a task still inside the array's
+    pending range leaves no record of it in Slurm at all, so a wait for its CANCELLED state
+    hung; `trainlab status` shows such a point as failed, "Slurm no longer lists the job".)"""
+    sweep, gate = tmp_path / "s", tmp_path / "gate"
+    r = run_cli("sweep", "model.name=mlp", "train.epochs=1", *QUIET, "--grid",
+                "optim.lr=1e-3,3e-3,1e-2", "--max-parallel=1", f"--dir={sweep}",
+                "--cpus-per-task=1", "--time=30",
+                f"--setup=until [ -e {gate} ]; do sleep 0.2; done", cwd=tmp_path, env=slurm.env)
+    assert r.returncode == 0, r.stderr
+    job = json.loads((sweep / "sweep.json").read_text())["jobs"][0]["job_id"]
+
+    def task_0(state: str) -> bool:
+        return any(rec.get("ArrayTaskId") == "0" and rec["JobState"] == state
+                   for rec in slurm.job(job))
+
+    slurm.wait(lambda: task_0("RUNNING"), f"task 0 of {job} to run", job,
+               extra=lambda: _tail(sweep))
+    slurm.run("scancel", f"{job}_0")
+    slurm.wait(lambda: task_0("CANCELLED"), f"task 0 of {job} cancelled", job,
+               extra=lambda: _tail(sweep))
+    gate.touch()
+    assert _wait_job_end(slurm, job, sweep) == {"COMPLETED", "CANCELLED"}
+    assert [row[2] for row in _status(sweep, slurm.env)] == ["interrupted", "done", "done"]
+    r = run_cli("sweep", "--resubmit", str(sweep), "--cpus-per-task=1", "--time=30",
+                cwd=tmp_path, env=slurm.env)
+    assert r.returncode == 0, r.stderr
+    assert "resubmitting 1 of 3 points: 0" in r.stdout, r.stdout
+    jobs = json.loads((sweep / "sweep.json").read_text())["jobs"]
+    assert len(jobs) == 2 and jobs[1]["points"] == [0]
+    assert "#SBATCH --array=0-0" in (sweep / "resubmit.sbatch").read_text()
+    job2 = jobs[1]["job_id"]
+    assert _wait_job_end(slurm, job2, sweep) == {"COMPLETED"}, _info(slurm, job2, sweep)
+    rows = _status(sweep, slurm.env)
+    assert [row[1:3] for row in rows] == [[f"{job2}_0", "done"], [f"{job}_1", "done"],
+                                          [f"{job}_2", "done"]], rows
+    again = run_cli("sweep", "--resubmit", str(sweep), cwd=tmp_path, env=slurm.env)
+    assert again.returncode == 0 and "nothing to resubmit" in again.stdout, again.stderr

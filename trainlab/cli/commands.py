@@ -156,7 +156,15 @@ def cmd_submit(ns: argparse.Namespace) -> int:
 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
-    from trainlab.launch.commands import SweepArgs, sweep_command
+    from trainlab.launch.commands import SweepArgs, resubmit_command, sweep_command
+
+    if ns.resubmit:
+        if ns.args or ns.grid or ns.range or ns.random or ns.local or ns.parallel != 1:
+            raise ConfigError("--resubmit DIR takes the points from DIR/sweep.json and submits "
+                              "them to Slurm: give no recipe, overrides, --grid/--range/--random, "
+                              "--local or --parallel with it.")
+        return resubmit_command(Path(ns.resubmit), _slurm_options(ns), ns.max_parallel,
+                                ns.dry_run)
 
     a = SweepArgs(grid=ns.grid or [], range=ns.range or [], random=ns.random or 0,
                   seeds=ns.seeds, sweep_seed=ns.sweep_seed, max_parallel=ns.max_parallel,

@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--parallel", type=int, default=1, metavar="N",
                    help="with --local: train N points at once, the CPUs divided between them "
                    "(each point's output goes to POINT/train.log)")
+    w.add_argument("--resubmit", metavar="DIR",
+                   help="submit the unfinished points (not done, queued or running) of the "
+                        "sweep in DIR as one array job; they resume from their checkpoints")
     _add_slurm_options(w)
     w.set_defaults(func=cmd_sweep)
 

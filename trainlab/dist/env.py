@@ -2,8 +2,10 @@
 
     torchrun:  RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     srun:      SLURM_PROCID, SLURM_LOCALID, SLURM_STEP_NUM_TASKS (only inside an srun step),
-               master = first host of SLURM_JOB_NODELIST (or SLURM_STEP_NODELIST),
-               port = 15000 + SLURM_JOB_ID % 20000 (the same on every task, distinct per job)
+               master = the address Slurm itself reaches the step's first node at (its
+               NodeAddr in `scontrol show node`; a node name need not be a resolvable host
+               name), port = 15000 + 2 * (SLURM_JOB_ID % 10000) (the same on every task; the
+               watchdog uses port + 1, so consecutive job ids never share a port); MASTER_ADDR / MASTER_PORT override both
 
 A plain `sbatch` script that runs trainlab without srun is a single process even when the job
 asked for several tasks (SLURM_NTASKS alone is not trusted: only srun starts the tasks).
@@ -11,9 +13,12 @@ asked for several tasks (SLURM_NTASKS alone is not trusted: only srun starts the
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Mapping
+import socket
+import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -25,6 +30,7 @@ class DistEnv:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     launcher: str = "single"  # single | torchrun | slurm
+    node: str = ""  # this process's node: SLURMD_NODENAME, else the host name
 
     @property
     def is_main(self) -> bool:
@@ -54,9 +60,26 @@ def first_host(nodelist: str) -> str:
     return f"{prefix}{first}{first_host(suffix) if '[' in suffix else suffix}"
 
 
-def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
-    """The DistEnv of this process (single process when no launcher variables are set)."""
+@functools.lru_cache(maxsize=64)
+def node_addr(name: str) -> str:
+    """The address Slurm reaches node `name` at: its NodeAddr from `scontrol show node`
+    (an emulated or renamed node's name often does not resolve); `name` itself when scontrol
+    is missing, fails or does not know the node."""
+    try:
+        out = subprocess.run(["scontrol", "-o", "show", "node", name], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return name
+    m = re.search(r"(?:^|\s)NodeAddr=(\S+)", out.stdout)
+    return m.group(1) if out.returncode == 0 and m else name
+
+
+def detect(environ: Mapping[str, str] | None = None,
+           lookup: Callable[[str], str] = node_addr) -> DistEnv:
+    """The DistEnv of this process (single process when no launcher variables are set).
+    `lookup`: node name -> rendezvous address (Slurm only; `node_addr` asks scontrol)."""
     env = os.environ if environ is None else environ
+    node = env.get("SLURMD_NODENAME") or socket.gethostname()
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(
             rank=int(env["RANK"]),
@@ -65,6 +88,7 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
             master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
             master_port=int(env.get("MASTER_PORT", 29500)),
             launcher="torchrun",
+            node=node,
         )
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
         world = int(env["SLURM_STEP_NUM_TASKS"])
@@ -74,8 +98,10 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
             rank=int(env["SLURM_PROCID"]),
             local_rank=int(env.get("SLURM_LOCALID", 0)),
             world_size=world,
-            master_addr=env.get("MASTER_ADDR") or first_host(nodes),
-            master_port=int(env.get("MASTER_PORT") or 15000 + job % 20000),
+            master_addr=env.get("MASTER_ADDR") or (lookup(first_host(nodes)) if world > 1
+                                                   else first_host(nodes)),
+            master_port=int(env.get("MASTER_PORT") or 15000 + 2 * (job % 10000)),
             launcher="slurm" if world > 1 else "single",
+            node=node,
         )
-    return DistEnv()
+    return DistEnv(node=node)

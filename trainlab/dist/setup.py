@@ -15,6 +15,7 @@ waiting forever inside a collective.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
@@ -24,9 +25,10 @@ import torch
 import torch.distributed as dist
 
 from trainlab.dist.env import DistEnv
-from trainlab.errors import ConfigError
+from trainlab.errors import ConfigError, TrainlabError
 
 HEARTBEAT_S = 2.0
+PROBE_S = 0.5  # how often a rank retries reaching the rendezvous
 _watchdog: Watchdog | None = None
 
 
@@ -63,17 +65,76 @@ def resolve_device(name: str, env: DistEnv | None = None) -> torch.device:
     return dev
 
 
+class RendezvousError(TrainlabError):
+    """The ranks of a distributed job could not meet at MASTER_ADDR:MASTER_PORT."""
+
+
+def _rendezvous_error(env: DistEnv, what: str, timeout_s: float) -> RendezvousError:
+    where = f"{env.master_addr}:{env.master_port}"
+    source = ("MASTER_ADDR/MASTER_PORT from torchrun" if env.launcher == "torchrun" else
+              "the first node's NodeAddr in `scontrol show node` and port 15000 + 2 * (job id "
+              "% 10000); MASTER_ADDR / MASTER_PORT override them")
+    return RendezvousError(
+        f"rank {env.rank} of {env.world_size} (node {env.node or '?'}) {what}. The rendezvous "
+        f"is rank 0's address and port {where} ({source}). Check that rank 0 started (its log), "
+        f"that every node can resolve and reach {where} (a node name that is not a host name: "
+        f"set NodeAddr in slurm.conf or export MASTER_ADDR=<address>; a firewall between "
+        f"nodes; the port taken by another job: export MASTER_PORT=<free port>), or raise "
+        f"run.dist_timeout_s (now {timeout_s:g} s) when the nodes start far apart.")
+
+
+def check_rendezvous(env: DistEnv, timeout_s: float) -> None:
+    """Fail fast and clearly when the rendezvous cannot be reached: every rank checks that
+    MASTER_ADDR resolves; ranks > 0 wait up to `timeout_s` until MASTER_PORT accepts a TCP
+    connection (rank 0 hosts it). Raises RendezvousError (no retries inside c10d, no C++
+    stack traces)."""
+    try:
+        socket.getaddrinfo(env.master_addr, env.master_port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise _rendezvous_error(env, f"cannot resolve the rendezvous host {env.master_addr!r} "
+                                     f"({e})", timeout_s) from None
+    if env.is_main or env.launcher == "torchrun":  # torchrun's agent already waits for it
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((env.master_addr, env.master_port),
+                                          timeout=max(0.1, min(5.0, left))):
+                return
+        except OSError as e:
+            if time.monotonic() + PROBE_S > deadline:
+                raise _rendezvous_error(
+                    env, f"could not connect to the rendezvous within run.dist_timeout_s="
+                         f"{timeout_s:g} s (last attempt: {e})", timeout_s) from None
+        time.sleep(PROBE_S)
+
+
 def init_distributed(env: DistEnv, device: torch.device, timeout_s: float) -> None:
-    """Join the process group (no-op for a single process) and start the watchdog."""
+    """Join the process group (no-op for a single process) and start the watchdog. Raises
+    RendezvousError when the ranks cannot meet within `timeout_s`."""
     global _watchdog
     if not env.distributed or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     init = "env://" if env.launcher == "torchrun" else (
         f"tcp://{env.master_addr}:{env.master_port}")
-    dist.init_process_group(backend, init_method=init, rank=env.rank,
-                            world_size=env.world_size, timeout=timedelta(seconds=timeout_s))
-    _watchdog = Watchdog(env, timeout_s)
+    check_rendezvous(env, timeout_s)
+    try:
+        dist.init_process_group(backend, init_method=init, rank=env.rank,
+                                world_size=env.world_size, timeout=timedelta(seconds=timeout_s))
+    except dist.DistError as e:  # e.g. rank 0: "Timed out ... waiting for clients. 1/2 joined"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _rendezvous_error(env, f"could not set up the process group within "
+                                     f"run.dist_timeout_s={timeout_s:g} s ({first})",
+                                timeout_s) from None
+    try:
+        _watchdog = Watchdog(env, timeout_s)
+    except dist.DistError as e:  # its store on MASTER_PORT+1: e.g. the port is taken
+        dist.destroy_process_group()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _rendezvous_error(env, f"could not open the watchdog's store on port "
+                                     f"{env.master_port + 1} ({first})", timeout_s) from None
     _watchdog.start()
 
 
@@ -120,6 +181,20 @@ class Watchdog(threading.Thread):
         self.beats = 0
         self._stop_evt = threading.Event()
         self.store.set(f"hb/{env.rank}", "0")
+        self.store.set(f"node/{env.rank}", env.node or "?")
+        self.master_node = "?"  # rank 0's node, read once it has published it
+
+    def node_of(self, rank: int) -> str:
+        """The node `rank` runs on, as published in the store ('?' when unknown)."""
+        try:
+            return self.store.get(f"node/{rank}").decode() if self.store.check(
+                [f"node/{rank}"]) else "?"
+        except Exception:  # the store is gone with rank 0
+            return "?"
+
+    def who(self, rank: int) -> str:
+        """'rank 1 (node n2)': a rank and the node it runs on."""
+        return f"rank {rank} (node {self.node_of(rank)})"
 
     def publish_failure(self, message: str) -> None:
         try:
@@ -145,6 +220,8 @@ class Watchdog(threading.Thread):
         seen = {r: ("", time.monotonic()) for r in peers}
         while not self._stop_evt.wait(HEARTBEAT_S):
             try:
+                if self.master_node == "?" and self.env.rank:
+                    self.master_node = self.node_of(0)
                 self.beats += 1
                 self.store.set(f"hb/{self.env.rank}", str(self.beats))
                 now = time.monotonic()
@@ -153,23 +230,23 @@ class Watchdog(threading.Thread):
                         continue
                     if self.store.check([f"failed/{r}"]):
                         msg = self.store.get(f"failed/{r}").decode(errors="replace")
-                        self._die(f"rank {r} failed: {msg}")
+                        self._die(f"{self.who(r)} failed: {msg}")
                     beat = self.store.get(f"hb/{r}").decode() if self.store.check(
                         [f"hb/{r}"]) else ""
                     if beat != seen[r][0]:
                         seen[r] = (beat, now)
                     elif now - seen[r][1] > self.timeout_s:
-                        self._die(f"rank {r} stopped responding (no heartbeat for "
+                        self._die(f"{self.who(r)} stopped responding (no heartbeat for "
                                   f"{now - seen[r][1]:.0f} s): it was killed, crashed or hangs")
             except Exception as e:  # store unreachable: rank 0, which hosts it, is gone
                 if self._stop_evt.is_set():
                     return
-                self._die(f"rank 0 stopped responding (lost the connection to it: "
-                          f"{type(e).__name__})")
+                self._die(f"rank 0 (node {self.master_node}) stopped responding (lost the "
+                          f"connection to it: {type(e).__name__})")
 
     def _die(self, why: str) -> None:
-        print(f"trainlab: error: {why}. Stopping rank {self.env.rank} of "
-              f"{self.env.world_size} too; the last checkpoint is intact, resume with "
+        print(f"trainlab: error: {why}. Stopping rank {self.env.rank} (node "
+              f"{self.env.node or '?'}) of {self.env.world_size} too; the last checkpoint is intact, resume with "
               f"run.resume=auto.", file=sys.stderr, flush=True)
         os._exit(1)
 

@@ -53,7 +53,7 @@ from trainlab.engine.pretrained import method_state
 from trainlab.engine.runstate import mark_state
 from trainlab.engine.sinks import Console, Sinks
 from trainlab.engine.threads import ThreadControl
-from trainlab.engine.trainer import EpochHook, TrainState
+from trainlab.engine.trainer import EpochHook, StopFlag, TrainState
 from trainlab.errors import ConfigError, Interrupted, TrainlabError
 from trainlab.files import atomic_write_json, atomic_write_text, timestamped_dir
 from trainlab.models import count_params
@@ -137,13 +137,16 @@ def train(cfg: Config, recipe_name: str = "default",
             f"train.batch_size={cfg.train.batch_size} is the global batch and must divide by "
             f"the {env.world_size} processes of this job; use a multiple of {env.world_size}.")
     device = resolve_device(cfg.run.device, env)
+    # Slurm's time-limit warning (USR1) during setup is kept for the training loop, which
+    # then checkpoints after its first step (and the job is requeued) instead of dying now.
+    stop = StopFlag()
+    usr1 = _catch_usr1(stop)
     share = CpuShare(usable_cpus()).__enter__()  # counted by runs sharing these CPUs
-    init_distributed(env, device, cfg.run.dist_timeout_s)
     clean = False
-    usr1 = _ignore_usr1()  # Slurm's time-limit warning only means something during training
     seen: dict[str, Path] = {}  # the run folder, once known
     try:
-        summary = _train(cfg, recipe_name, env, device, hooks, share, seen)
+        init_distributed(env, device, cfg.run.dist_timeout_s)
+        summary = _train(cfg, recipe_name, env, device, hooks, share, seen, stop)
         clean = True
         return summary
     except BaseException as e:
@@ -163,18 +166,24 @@ def train(cfg: Config, recipe_name: str = "default",
             signal.signal(signal.SIGUSR1, usr1)
 
 
-def _ignore_usr1() -> Any:
-    """Ignore SIGUSR1 outside the training loop (whose StopFlag catches it), so a time-limit
-    warning during setup or the final evaluation does not kill the process; returns the old
+def _catch_usr1(stop: StopFlag) -> Any:
+    """Record SIGUSR1 in `stop` outside the training loop (whose StopFlag is `stop`), so a
+    time-limit warning during setup still stops the loop after its first step (checkpoint,
+    requeue) and one during the final evaluation does not kill the process; returns the old
     handler (None when not settable: not the main thread, or no SIGUSR1 on this platform)."""
     if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+    def record(signum: int, frame: Any) -> None:
+        if stop.signum is None:
+            stop.signum = signum
+
+    return signal.signal(signal.SIGUSR1, record)
 
 
 def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
-           hooks: Sequence[HookFactory], share: CpuShare,
-           seen: dict[str, Path]) -> dict[str, Any]:
+           hooks: Sequence[HookFactory], share: CpuShare, seen: dict[str, Path],
+           stop: StopFlag) -> dict[str, Any]:
     run_dir = Path(all_gather_objects(str(resolve_run_dir(cfg, recipe_name)))[0])
     ckpt_path = resolve_resume(cfg.run.resume, run_dir)
     claim_run_dir(run_dir, cfg, ckpt_path, env.is_main)
@@ -210,6 +219,8 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
         epoch_hooks.append(threads)  # re-plan the threads after every epoch
     trainer = build_trainer(cfg, a.opt, a.train_loader, sinks, val_loader=val_loader,
                             checkpointer=checkpointer, hooks=epoch_hooks)
+    trainer.stop = stop  # holds a USR1 that arrived during setup
+    nodes = [str(n) for n in all_gather_objects(env.node)]
     try:
         if ckpt is not None:
             set_rng_state(ckpt["rng"], env.rank)
@@ -240,6 +251,7 @@ def _train(cfg: Config, recipe_name: str, env: DistEnv, device: torch.device,
         "method": cfg.method.name,
         "device": str(a.device),
         "world_size": env.world_size,
+        "nodes": sorted(set(nodes)),  # where the ranks ran (SLURMD_NODENAME or host name)
         "run_dir": str(run_dir),
     }
     rec = {"kind": "test", "step": state.step, **{f"test_{k}": v for k, v in test.items()}}

@@ -110,3 +110,39 @@ def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
 def status_command(path: Path) -> None:
     """`trainlab status`: Slurm state and progress of the runs under `path`."""
     print(format_rows(status_rows(path)))
+
+
+RESUBMIT_SCRIPT = "resubmit.sbatch"
+
+
+def resubmit_command(sweep_dir: Path, opts: SlurmOptions, max_parallel: int | None,
+                     dry_run: bool) -> int:
+    """`trainlab sweep --resubmit DIR`: submit the points of an existing (Slurm) sweep that are
+    neither done nor queued/running, as ONE array job over just those points; they continue
+    from their checkpoints (run.resume=auto)."""
+    sweep_dir = sweep_dir.absolute()
+    man = read_manifest(sweep_dir)
+    if man.get("local"):
+        raise ConfigError(f"{sweep_dir} was run with --local: run the same `trainlab sweep "
+                          f"... --local` command again to continue it.")
+    rows = status_rows(sweep_dir)
+    todo = [sw.Point(p["index"], p["dir"], p.get("overrides", {}))
+            for p, r in zip(man["points"], rows, strict=True)
+            if r["state"] not in ("done", "running", "pending")]
+    if not todo:
+        print(f"{sweep_dir}: nothing to resubmit (every point is done, running or pending)")
+        return 0
+    print(f"sweep {sweep_dir}: resubmitting {len(todo)} of {len(rows)} points: "
+          f"{', '.join(str(p.index) for p in todo)}")
+    if not dry_run:
+        slurm.require("sbatch", "resubmitting the sweep")
+    script, jobs = sw.submit_sweep(sweep_dir, todo, opts, str(man.get("recipe_name", "sweep")),
+                                   max_parallel, dry_run, script_name=RESUBMIT_SCRIPT,
+                                   subset=True)
+    if dry_run:
+        print(script, end="")
+        return 0
+    ids = ", ".join(f"{j['job_id']} (points {', '.join(map(str, j['points']))})" for j in jobs)
+    print(f"submitted array job{'s' if len(jobs) > 1 else ''} {ids}\n  watch   trainlab status "
+          f"{sweep_dir}")
+    return 0

@@ -71,7 +71,10 @@ def sweep_submissions(manifest: dict[str, Any]) -> list[Submission]:
         i = p.get("index", -1)
         sub = Submission("none")
         for j in jobs:  # the latest submission covering this point
-            if j.get("first", 0) <= i <= j.get("last", -1):
+            if isinstance(j.get("points"), list):  # a resubmission of some points
+                if i in j["points"]:
+                    sub = Submission("slurm", f"{j['job_id']}_{j['points'].index(i)}")
+            elif j.get("first", 0) <= i <= j.get("last", -1):
                 sub = Submission("slurm", f"{j['job_id']}_{i - j.get('first', 0)}")
         if sub.kind == "none" and err and err.get("first", 0) <= i <= err.get("last", -1):
             sub = Submission("failed", error=str(err.get("error", "")))

@@ -165,6 +165,14 @@ def render_script(opts: SlurmOptions, *, name: str, log: str, select_run: list[s
         "trap 'kill -TERM $pid' TERM",
         'while :; do wait "$pid"; rc=$?; '
         'if [ $rc -le 128 ] || ! kill -0 "$pid" 2>/dev/null; then break; fi; done',
+        "# A rank or node that died takes the step down (--kill-on-bad-exit): srun's lines",
+        "# above name the task (= rank) and node that failed first.",
+        'if [ $rc -ne 0 ]; then echo "trainlab: error: the training step ended with exit code '
+        '$rc on ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-}; the srun lines above '
+        'name the task (= rank) and node that failed first. The last checkpoint in '
+        '${RUN_DIR}/checkpoints is intact. After a node failure Slurm requeues this job by '
+        'itself (--requeue) and it continues from there (run.resume=auto); otherwise resubmit '
+        'this script (sbatch) or the same trainlab submit command." >&2; fi',
         "exit $rc",
         "",
     ]

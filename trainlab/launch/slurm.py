@@ -83,6 +83,7 @@ class JobState:
     restarts: int = 0
     source: str = "squeue"  # squeue | scontrol
     exit_code: int = 0  # of the batch script, once ended (scontrol only)
+    nodes: str = ""  # the job's node list ('n[1-2]'), once it got nodes (scontrol only)
 
 
 def _expand_tasks(spec: str) -> list[int]:
@@ -141,14 +142,15 @@ def scontrol_states(job_id: str) -> dict[str, JobState]:
         state, reason = f.get("JobState", "UNKNOWN"), f.get("Reason", "")
         restarts = int(f.get("Restarts", "0") or 0)
         code = _exit_code(f.get("ExitCode", ""))
+        nodes = "" if f.get("NodeList", "(null)") in ("", "(null)") else f["NodeList"]
         tasks = f.get("ArrayTaskId")
         if tasks and f.get("ArrayJobId"):
             for t in _expand_tasks(tasks):
                 jid = f"{f['ArrayJobId']}_{t}"
-                out[jid] = JobState(jid, state, reason, restarts, "scontrol", code)
+                out[jid] = JobState(jid, state, reason, restarts, "scontrol", code, nodes)
         else:
             jid = f.get("JobId", job_id)
-            out[jid] = JobState(jid, state, reason, restarts, "scontrol", code)
+            out[jid] = JobState(jid, state, reason, restarts, "scontrol", code, nodes)
     return out
 
 
@@ -164,7 +166,7 @@ def job_states(job_ids: Iterable[str]) -> dict[str, JobState]:
     for k, v in squeue_states(ids).items():
         old = states.get(k)
         states[k] = JobState(k, v.state, v.reason, old.restarts if old else 0, "squeue",
-                             old.exit_code if old else 0)
+                             old.exit_code if old else 0, old.nodes if old else "")
     return states
 
 

@@ -90,7 +90,9 @@ def _age(t: float | None) -> str:
 
 def status_rows(path: Path) -> list[dict[str, Any]]:
     """One row per run: label, job, state (runstate.DESCRIPTIONS), slurm (Slurm's own state
-    or '-'), reason, epoch, epochs, step, best_val_acc, updated, run_dir."""
+    or '-'), reason, requeues (Slurm's restart count, None when Slurm does not list the job),
+    nodes (Slurm's node list, '' before it has nodes), epoch, epochs, step, best_val_acc,
+    updated, run_dir."""
     targets = find_targets(path)
     states, problem = slurm_states(t.sub for t in targets)
     rows = []
@@ -99,18 +101,22 @@ def status_rows(path: Path) -> list[dict[str, Any]]:
         state, reason = classify(t.run_dir, t.sub, st, problem)
         rows.append({"run": t.label, "job": t.job or "-", "state": state,
                      "slurm": st.state if st else "-", "reason": reason,
+                     "requeues": st.restarts if st else None, "nodes": st.nodes if st else "",
                      **progress(t.run_dir), "run_dir": str(t.run_dir)})
     return rows
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """A plain text table of `status_rows`."""
-    head = ["run", "job", "state", "slurm", "epoch", "step", "best val", "updated", "reason"]
+    head = ["run", "job", "state", "slurm", "requeues", "nodes", "epoch", "step", "best val",
+            "updated", "reason"]
     body = []
     for r in rows:
         ep = f"{r['epoch']}/{r['epochs']}" if r["epochs"] else str(r["epoch"])
         acc = f"{r['best_val_acc']:.4f}" if r["best_val_acc"] is not None else "-"
-        body.append([r["run"], r["job"], r["state"], r["slurm"], ep, str(r["step"]), acc,
+        requeues = "-" if r.get("requeues") is None else str(r["requeues"])
+        body.append([r["run"], r["job"], r["state"], r["slurm"], requeues, r.get("nodes") or "-",
+                     ep, str(r["step"]), acc,
                      _age(r["updated"]), r["reason"]])
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()

@@ -264,10 +264,13 @@ def array_spec(n: int, max_parallel: int | None) -> str:
 
 
 def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name: str,
-                 max_parallel: int | None, dry_run: bool) -> tuple[str, list[dict[str, Any]]]:
+                 max_parallel: int | None, dry_run: bool, script_name: str = SCRIPT,
+                 subset: bool = False) -> tuple[str, list[dict[str, Any]]]:
     """Render the array script; unless `dry_run`, sbatch it (split when the cluster's
     MaxArraySize is smaller than the sweep; the parts then run one after another when
-    --max-parallel is set). Returns (script text, [{job_id, first, last}])."""
+    --max-parallel is set). Returns (script text, [{job_id, first, last}]). `subset`: the
+    points are some of the sweep's (a resubmission): each job then records the point indices
+    its array tasks 0, 1, ... train (`points`) instead of first/last."""
     sweep_dir = sweep_dir.absolute()
     dirs = [sweep_dir / p.dir for p in points]
     script = render_script(opts, name=f"trainlab-sweep-{name}", log=str(sweep_dir / "logs" /
@@ -276,7 +279,7 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
                            array=array_spec(len(points), max_parallel))
     if dry_run:
         return script, []
-    script_path = sweep_dir / SCRIPT
+    script_path = sweep_dir / script_name
     (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(script_path, script)
     os.chmod(script_path, 0o755)
@@ -289,14 +292,18 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
                     f"--export=ALL,TRAINLAB_ARRAY_OFFSET={first}"]
             if max_parallel and prev:
                 args.append(f"--dependency=afterany:{prev}")
+        where = ({"points": [p.index for p in points[first:last + 1]]} if subset else
+                 {"first": first, "last": last})
         try:
             job = slurm.sbatch(str(script_path), args,  # (its hint says nothing was submitted)
                                script_path="" if jobs else str(script_path))
         except slurm.SlurmError as e:
-            record_failure(sweep_dir / MANIFEST, str(e), {"first": first, "last": last})
+            if subset:  # the earlier submissions of these points still describe them
+                raise
+            record_failure(sweep_dir / MANIFEST, str(e), where)
             raise slurm.SlurmError(f"{e}{_failure_note(sweep_dir, jobs, first, last)}") from None
-        record_submission(sweep_dir / MANIFEST, job, script_path, {"first": first, "last": last})
-        jobs.append({"job_id": job, "first": first, "last": last})
+        record_submission(sweep_dir / MANIFEST, job, script_path, where)
+        jobs.append({"job_id": job, "first": first, "last": last, **where})
         prev = job
     return script, jobs
 
