@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,12 +77,18 @@ def _start_requeued(slurm: LocalSlurm, job: str, run_dir: Path, now: bool = True
     """Start a requeued job and wait until Slurm says it runs (or ran). Slurm holds a requeued
     job (BeginTime, cred_expire = 120 s) before it may start again: with `now`, start it at
     once. A launch in the same second as the kill is refused by slurmd ("already killed") and
-    the job is held: release it and try again."""
+    the job is held: release it and try again. Never before the killed instance's step
+    daemons are gone: its batch script's exit status, reported after a new start, would end
+    the NEW instance as FAILED (seen once under load: Allocate 29.787, WEXITSTATUS 1 29.793)."""
+    def old_instance_gone() -> bool:
+        return subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."],
+                              capture_output=True).returncode == 1
+
     def started_again() -> bool:
         rec = slurm.job(job)[0]
         if rec["JobState"] == "PENDING":
             held = rec.get("Priority") == "0" or "held" in rec.get("Reason", "").lower()
-            if held or now:
+            if held or (now and old_instance_gone()):
                 slurm.run(*(["scontrol", "release", job] if held else
                             ["scontrol", "update", f"JobId={job}", "StartTime=now"]),
                           check=False)
