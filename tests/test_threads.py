@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,35 @@ def test_registry_counts_live_runs_on_shared_cpus(tmp_path):
         assert len(list(tmp_path.glob("*.cpus"))) == 2  # ours and the {7} one
     procs[1].communicate("done\n", timeout=60)
     assert list(tmp_path.glob("*.cpus")) == []
+
+
+def test_a_suspended_run_does_not_count_until_it_continues(tmp_path):
+    """Ctrl-Z / SIGSTOP: the run holds its registry entry but uses no CPU, so it must not halve
+    the others' threads (it did: a stopped run made a benchmark train on 1 thread of 2)."""
+    import signal
+
+    from slurm_cluster import wait_for
+
+    p = subprocess.Popen([sys.executable, "-c", CHILD.format(cpus={0, 1}), str(tmp_path)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "registered"
+    state = Path(f"/proc/{p.pid}/stat")
+
+    def suspended() -> bool:
+        return state.read_text().rpartition(")")[2].split()[0] in ("T", "t")
+
+    try:
+        with CpuShare({0, 1}, tmp_path) as me:
+            assert me.peers() == 2
+            p.send_signal(signal.SIGSTOP)
+            wait_for(suspended, 60, f"process {p.pid} to be stopped", every=0.05)
+            assert me.peers() == 1
+            p.send_signal(signal.SIGCONT)
+            wait_for(lambda: not suspended(), 60, f"process {p.pid} to continue", every=0.05)
+            assert me.peers() == 2
+        p.communicate("done\n", timeout=60)
+    finally:
+        p.kill()
 
 
 def test_exported_omp_num_threads_is_honoured(tmp_path):

@@ -162,6 +162,8 @@ class CpuShare:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except OSError:  # held: that process is alive
+                    if _stopped(f.stem):  # suspended (Ctrl-Z, SIGSTOP): uses no CPU now
+                        continue
                     text = os.read(fd, 1 << 16).decode(errors="replace")
                     other = {int(c) for c in text.split(",") if c.strip().isdigit()}
                     n += bool(other & self.cpus) or not other
@@ -170,6 +172,17 @@ class CpuShare:
             finally:
                 os.close(fd)
         return n
+
+
+def _stopped(pid: str) -> bool:
+    """True when process `pid` is suspended (state T or t in /proc/PID/stat); False when it
+    runs or cannot be seen (another PID namespace: counted, to be safe). A suspended run is
+    counted again at the first epoch after it continues, when everyone re-plans."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["T"], ["t"])
 
 
 def omp_wait_policy(run_threads: int | None, environ: Mapping[str, str]) -> str | None:
