@@ -31,7 +31,7 @@ def check_config(cfg: Config) -> None:
     the first invalid value of `cfg`: `validate(cfg)`, then model.name, data.name and
     method.name against the registered names, and the method's needs that the config alone
     decides (a model.norm the model family has; mae, dino: a ViT backbone; mae/simclr/dino:
-    no train.ema_decay, no train.loss other than cross_entropy). Reads no data, writes
+    no train.ema_decay, no train.tta, no train.loss other than cross_entropy). Reads no data, writes
     nothing."""
     validate(cfg)
     _known("model.name", cfg.model.name, [name for name, _, _ in list_models()], "model",
@@ -60,11 +60,6 @@ def check_config(cfg: Config) -> None:
             f"vit_base), or method.name=simclr for CNNs.")
     if cfg.method.name in SELF_SUPERVISED:
         check_ssl_options(cfg)
-    if cfg.train.tta != "none" and cfg.method.name in SELF_SUPERVISED:
-        raise ConfigError(
-            f"train.tta={cfg.train.tta} changes how a classifier is evaluated, but method.name="
-            f"{cfg.method.name} pretrains without labels. Set train.tta=none, and use it with "
-            f"the linear_probe or finetune run that follows.")
     if cfg.train.tta == "flip" and not resolve_augment(cfg.data).flip:
         raise ConfigError(
             f"train.tta=flip averages each evaluated image with its mirror, but this run trains "

@@ -221,6 +221,11 @@ def check_ssl_options(cfg: Config) -> None:
             f"train.ema_decay={cfg.train.ema_decay} is not supported with "
             f"method.name={cfg.method.name}: the EMA copy would average the backbone but not the "
             f"{cfg.method.name} head, so its evaluation means nothing. Set train.ema_decay=0.")
+    if cfg.train.tta != "none":
+        raise ConfigError(
+            f"train.tta={cfg.train.tta} changes how a classifier is evaluated, but method.name="
+            f"{cfg.method.name} pretrains without labels. Set train.tta=none, and use it with "
+            f"the linear_probe or finetune run that follows.")
 
 
 @register_method("simclr")
