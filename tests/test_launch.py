@@ -18,7 +18,7 @@ from conftest import run_cli
 from trainlab import cli
 from trainlab.engine.trainer import Interrupted
 from trainlab.errors import ConfigError
-from trainlab.launch import slurm
+from trainlab.launch import chain, slurm
 from trainlab.launch import sweep as sw
 from trainlab.launch.compare import compare_sweep
 from trainlab.launch.requeue import requeue_after_interrupt
@@ -68,9 +68,9 @@ def test_bad_sweep_specs(grid, ranges, n, msg):
 
 
 def test_chunks_respect_max_array_size():
-    assert sw.chunks(3, 1001) == [(0, 2)]
-    assert sw.chunks(2500, 1001) == [(0, 1000), (1001, 2001), (2002, 2499)]
-    assert sum(b - a + 1 for a, b in sw.chunks(2500, 1001)) == 2500
+    assert chain.parts([[]] * 3, 1001) == [(0, 2, [])]
+    assert chain.parts([[]] * 2500, 1001) == [(0, 1000, []), (1001, 2001, []), (2002, 2499, [])]
+    assert sum(b - a + 1 for a, b, _ in chain.parts([[]] * 2500, 1001)) == 2500
     assert sw.array_spec(3, 2) == "0-2%2"
 
 

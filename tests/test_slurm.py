@@ -180,6 +180,33 @@ def test_sweep_larger_than_max_array_size_is_split(slurm, tmp_path):
     assert all((sweep / p["dir"] / "summary.json").is_file() for p in manifest["points"])
 
 
+def test_points_that_start_from_a_point_wait_for_its_job(slurm, tmp_path):
+    """`model.init: point:0` (launch.chain): the second point is a second array job with
+    afterok on the first; while the first is held in its setup, Slurm keeps the second
+    PENDING for its Dependency; then it trains from the first point's finished run."""
+    gate, sweep, recipe = tmp_path / "gate", tmp_path / "chain", tmp_path / "lab.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": {"name": "mlp", "hidden": [16]}, "train": {"epochs": 1},
+        "sweep": {"points": [{"model.init": None}, {"model.init": "point:0"}]}}))
+    r = run_cli("sweep", str(recipe), *QUIET, f"--dir={sweep}", "--cpus-per-task=1",
+                "--time=30", f"--setup=until [ -e {gate} ]; do sleep 0.2; done", cwd=tmp_path,
+                env=slurm.env)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    first, second = (j["job_id"] for j in manifest["jobs"])
+    slurm.wait(lambda: slurm.job(first)[0]["JobState"] == "RUNNING", f"job {first} to run",
+               first, extra=lambda: _tail(sweep))
+    rec = slurm.job(second)[0]
+    assert rec["JobState"] == "PENDING" and rec["Reason"] == "Dependency", rec
+    assert f"afterok:{first}" in rec["Dependency"], rec
+    gate.touch()
+    assert _wait_job_end(slurm, first, sweep) == {"COMPLETED"}
+    assert _wait_job_end(slurm, second, sweep) == {"COMPLETED"}
+    pre, tuned = (sweep / p["dir"] for p in manifest["points"])
+    assert yaml.safe_load((tuned / "config.yaml").read_text())["model"]["init"] == str(pre)
+    assert (tuned / "summary.json").is_file()
+
+
 def _train_steps(run_dir: Path) -> tuple[int | None, int]:
     """(optimizer steps per epoch once epoch 1 is logged, else None; the latest train step)."""
     recs = read_jsonl(run_dir / "metrics.jsonl")

@@ -64,13 +64,24 @@ class Pretrained:
 
 
 def resolve_checkpoint(path: str, key: str = "model.init") -> Path:
-    """A checkpoint file or run dir -> the .pt path; ConfigError naming `key` if absent."""
-    return checkpoint_in(
+    """A checkpoint file or run dir -> the .pt path; ConfigError naming `key` if absent.
+
+    A run folder must hold a finished run (summary.json): its last.pt is then the final
+    encoder. One still training (or stopped early) would silently give whatever epoch it had
+    reached, e.g. to a sweep point started before the point it builds on was done; the
+    checkpoint file itself can still be given on purpose."""
+    p = checkpoint_in(
         path, key,
-        no_last="Point it at the run folder of a pretraining run that finished at least one "
-        "epoch, or at a .pt file.",
+        no_last="Point it at the run folder of a finished pretraining run, or at a .pt file.",
         missing="Give the run folder of a pretraining run (e.g. runs/mae-...) or its "
         "checkpoints/last.pt.")
+    if Path(path).is_dir() and not (Path(path) / "summary.json").is_file():
+        raise ConfigError(
+            f"{key}={path!r} is a run that has not finished (no summary.json): its "
+            f"checkpoints/last.pt holds the weights of whatever epoch it reached. Wait until it "
+            f"has finished (`trainlab status {path}`), or, to start from that partial encoder "
+            f"on purpose, give the file: {key}={p}.")
+    return p
 
 
 def load_pretrained(path: str, key: str = "model.init") -> Pretrained:

@@ -89,7 +89,9 @@ def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
                                     dry_run=True)
         print(script, end="")
         for p in points:
-            print(f"# point {p.index}: {p.dir}", file=sys.stderr)
+            after = (f" (starts from point {', '.join(map(str, p.needs))}: submitted as a later "
+                     f"array job with --dependency=afterok)" if p.needs else "")
+            print(f"# point {p.index}: {p.dir}{after}", file=sys.stderr)
         return 0
     if a.local:
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +103,8 @@ def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
     slurm.require("sbatch", "submitting the sweep")
     sw.write_sweep(sweep_dir, recipe, overrides, spec, points, configs, local=False)
     _, jobs = sw.submit_sweep(sweep_dir, points, opts, name, a.max_parallel, dry_run=False)
-    ids = ", ".join(f"{j['job_id']} (points {j['first']}-{j['last']})" for j in jobs)
+    ids = ", ".join(f"{j['job_id']} (points {j['first']}-{j['last']}"
+                    f"{', after ' + j['after'] if j.get('after') else ''})" for j in jobs)
     print(f"submitted array job{'s' if len(jobs) > 1 else ''} {ids}\n  watch   trainlab "
           f"status {sweep_dir}\n  results trainlab compare {sweep_dir}")
     return 0
@@ -126,7 +129,7 @@ def resubmit_command(sweep_dir: Path, opts: SlurmOptions, max_parallel: int | No
         raise ConfigError(f"{sweep_dir} was run with --local: run the same `trainlab sweep "
                           f"... --local` command again to continue it.")
     rows = status_rows(sweep_dir)
-    todo = [sw.Point(p["index"], p["dir"], p.get("overrides", {}))
+    todo = [sw.Point(p["index"], p["dir"], p.get("overrides", {}), p.get("needs", []))
             for p, r in zip(man["points"], rows, strict=True)
             if r["state"] not in ("done", "running", "pending")]
     if not todo:

@@ -41,6 +41,11 @@ def run_local(sweep_dir: Path, points: list[Any], configs: list[Config],
             print(f"[{p.index + 1}/{len(points)}] {p.dir}: already finished, skipped")
             status.append("done")
             continue
+        missing = _unfinished_needs(sweep_dir, points, p)
+        if missing:
+            print(f"[{p.index + 1}/{len(points)}] {p.dir}: not trained: {missing}", flush=True)
+            status.append("failed")
+            continue
         print(f"[{p.index + 1}/{len(points)}] {p.dir}", flush=True)
         try:
             train_job(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume="auto")))
@@ -53,6 +58,14 @@ def run_local(sweep_dir: Path, points: list[Any], configs: list[Config],
     return status
 
 
+def _unfinished_needs(sweep_dir: Path, points: list[Any], p: Any) -> str:
+    """'' when every point `p` starts from (`p.needs`, launch.chain) has finished, else why."""
+    by_index = {q.index: q for q in points}
+    left = [j for j in p.needs if not _finished(sweep_dir / by_index[j].dir)]
+    return (f"it starts from point{'s' if len(left) > 1 else ''} "
+            f"{', '.join(map(str, left))}, which did not finish" if left else "")
+
+
 def _last_error(log: Path) -> str:
     """The last `trainlab: error` line of a point's log (or its last line)."""
     try:
@@ -61,6 +74,23 @@ def _last_error(log: Path) -> str:
         return "no log"
     errs = [ln for ln in lines if "trainlab: error" in ln]
     return (errs or lines or ["no output"])[-1][:300]
+
+
+def _next_ready(sweep_dir: Path, points: list[Any], todo: list[Any], running: dict[int, Any],
+                status: dict[int, str]) -> Any:
+    """Take from `todo` the first point whose needs have finished; points whose needs can no
+    longer finish (failed, or not trained) are marked failed on the way. None: all wait."""
+    for p in list(todo):
+        pending = [j for j in p.needs if j in running or any(q.index == j for q in todo)]
+        if pending:
+            continue
+        todo.remove(p)
+        missing = _unfinished_needs(sweep_dir, points, p)
+        if not missing:
+            return p
+        status[p.index] = "failed"
+        print(f"[{p.index + 1}/{len(points)}] {p.dir}: not trained: {missing}", flush=True)
+    return None
 
 
 def _run_parallel(sweep_dir: Path, points: list[Any], parallel: int) -> list[str]:
@@ -88,7 +118,9 @@ def _run_parallel(sweep_dir: Path, points: list[Any], parallel: int) -> list[str
     try:
         while (todo and not stop) or running:
             while todo and not stop and len(running) < n:
-                p = todo.pop(0)
+                p = _next_ready(sweep_dir, points, todo, running, status)
+                if p is None:  # the next points wait for running ones they start from
+                    break
                 run_dir = sweep_dir / p.dir
                 with open(run_dir / LOG, "ab") as log:
                     proc = subprocess.Popen(

@@ -34,7 +34,7 @@ from trainlab.config.load import (
 from trainlab.config.schema import SECTIONS, Config
 from trainlab.errors import ConfigError
 from trainlab.files import atomic_write_json, atomic_write_text, recipe_name, timestamped_dir
-from trainlab.launch import slurm
+from trainlab.launch import chain, slurm
 from trainlab.launch.compare import FORMAT, MANIFEST
 from trainlab.launch.script import SlurmOptions, array_run_lines, render_script
 from trainlab.launch.submit import JOB_CONFIG, job_config, record_failure, record_submission
@@ -47,6 +47,7 @@ class Point:
     index: int
     dir: str  # relative to the sweep folder
     overrides: dict[str, Any]  # varied key -> typed value
+    needs: list[int] = field(default_factory=list)  # points it starts from (launch.chain)
 
 
 @dataclass
@@ -172,10 +173,16 @@ def _sig(x: float) -> float:
 
 def expand(spec: SweepSpec, base_seed: int) -> list[dict[str, Any]]:
     """Every point as {key: raw value}: grid product x random samples x seeds."""
-    combos = [dict(zip(spec.grid, vals, strict=True))
-              for vals in itertools.product(*spec.grid.values())]
+    return [c for _, c in _tagged(spec, base_seed)]
+
+
+def _tagged(spec: SweepSpec, base_seed: int) -> list[tuple[int | None, dict[str, Any]]]:
+    """`expand`, each point with its origin: its index in the recipe's points (or None)."""
+    grid = [dict(zip(spec.grid, vals, strict=True))
+            for vals in itertools.product(*spec.grid.values())]
+    combos: list[tuple[int | None, dict[str, Any]]] = [(None, c) for c in grid]
     if spec.points:  # a recipe's explicit points, each combined with every grid combination
-        combos = [{**p, **c} for p in spec.points for c in combos]
+        combos = [(i, {**p, **c}) for i, p in enumerate(spec.points) for c in grid]
     if spec.random:
         rng = random.Random(spec.sweep_seed)
         samples = []
@@ -189,9 +196,10 @@ def expand(spec: SweepSpec, base_seed: int) -> list[dict[str, Any]]:
                 else:
                     s[key] = _sig(rng.uniform(lo, hi))
             samples.append(s)
-        combos = [{**c, **s} for c in combos for s in samples]
+        combos = [(o, {**c, **s}) for o, c in combos for s in samples]
     if spec.seeds > 1:
-        combos = [{**c, "run.seed": base_seed + i} for c in combos for i in range(spec.seeds)]
+        combos = [(o, {**c, "run.seed": base_seed + i}) for o, c in combos
+                  for i in range(spec.seeds)]
     return combos
 
 
@@ -213,14 +221,25 @@ def _override(key: str, value: Any) -> str:
 
 def plan(recipe: str | None, overrides: list[str], spec: SweepSpec,
          sweep_dir: Path) -> tuple[list[Point], list[Config]]:
-    """Points and their validated configs (run.dir = the point folder). Nothing is written."""
+    """Points and their validated configs (run.dir = the point folder). Nothing is written.
+    A point whose model.init names another point (`point:I`, launch.chain) gets that point's
+    folder as model.init and lists it in `needs`."""
     base = build_config(recipe, overrides)
-    points, configs = [], []
-    for i, raw in enumerate(expand(spec, base.run.seed)):
+    if chain.is_ref(base.model.init):
+        chain.resolve([(None, {chain.KEY: base.model.init})], [])  # raises: not in points
+    tagged = _tagged(spec, base.run.seed)
+    needs = chain.resolve(tagged, spec.points)
+    points: list[Point] = []
+    configs: list[Config] = []
+    for i, (_, raw) in enumerate(tagged):
         extra = [_override(k, v) for k, v in raw.items()]
+        if needs[i]:
+            extra.append(_override(chain.KEY, str(sweep_dir.absolute() / points[needs[i][0]].dir)))
         cfg = build_config(recipe, [*overrides, *extra])
         typed = {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in raw}
-        p = Point(i, point_dir(i, typed), typed)
+        if needs[i]:
+            typed[chain.KEY] = raw[chain.KEY]  # shown as point:I (the folder is in job.yaml)
+        p = Point(i, point_dir(i, typed), typed, needs[i])
         try:
             configs.append(job_config(cfg, sweep_dir / p.dir))
         except ConfigError as e:
@@ -243,7 +262,8 @@ def write_sweep(sweep_dir: Path, recipe: str | None, overrides: list[str], spec:
         "recipe_name": Path(recipe).stem if recipe else "default",
         "overrides": list(overrides), "varied": varied,
         "created": datetime.now().isoformat(timespec="seconds"),
-        "points": [{"index": p.index, "dir": p.dir, "overrides": p.overrides} for p in points],
+        "points": [{"index": p.index, "dir": p.dir, "overrides": p.overrides,
+                    **({"needs": p.needs} if p.needs else {})} for p in points],
         "jobs": [], "local": local,
     }
     for p, cfg in zip(points, configs, strict=False):
@@ -252,11 +272,13 @@ def write_sweep(sweep_dir: Path, recipe: str | None, overrides: list[str], spec:
     atomic_write_json(sweep_dir / MANIFEST, manifest)
 
 
-def chunks(n: int, max_array_size: int) -> list[tuple[int, int]]:
-    """Index ranges [(first, last), ...] of at most `max_array_size` points each (array
-    indices must stay below MaxArraySize, so each chunk is submitted as 0..len-1 + offset)."""
-    size = max(1, max_array_size)
-    return [(a, min(n, a + size) - 1) for a in range(0, n, size)]
+def submission_parts(points: list[Point], max_array_size: int) -> list[tuple[int, int, list[int]]]:
+    """Position ranges [(first, last, earlier parts it waits for), ...] to submit as one array
+    job each: at most `max_array_size` points (array indices must stay below MaxArraySize, so
+    each part is submitted as 0..len-1 + offset), and points that start from other points
+    (`needs`) in later parts than those (launch.chain)."""
+    pos = {p.index: k for k, p in enumerate(points)}
+    return chain.parts([[pos[j] for j in p.needs if j in pos] for p in points], max_array_size)
 
 
 def array_spec(n: int, max_parallel: int | None) -> str:
@@ -283,15 +305,21 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
     (sweep_dir / "logs").mkdir(parents=True, exist_ok=True)
     atomic_write_text(script_path, script)
     os.chmod(script_path, 0o755)
-    parts = chunks(len(points), slurm.max_array_size())
-    jobs, prev = [], None
-    for first, last in parts:
-        args = []
+    parts = submission_parts(points, slurm.max_array_size())
+    jobs: list[dict[str, Any]] = []
+    prev = None
+    for first, last, after in parts:
+        args, deps = [], []
         if len(parts) > 1:
             args = [f"--array={array_spec(last - first + 1, max_parallel)}",
                     f"--export=ALL,TRAINLAB_ARRAY_OFFSET={first}"]
             if max_parallel and prev:
-                args.append(f"--dependency=afterany:{prev}")
+                deps.append(f"afterany:{prev}")
+        if after:  # points that start from points of earlier parts: only once those succeeded
+            deps.append("afterok:" + ":".join(jobs[q]["job_id"] for q in after))
+            args.append("--kill-on-invalid-dep=yes")
+        if deps:
+            args.append("--dependency=" + ",".join(deps))
         where = ({"points": [p.index for p in points[first:last + 1]]} if subset else
                  {"first": first, "last": last})
         try:
@@ -303,7 +331,8 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
             record_failure(sweep_dir / MANIFEST, str(e), where)
             raise slurm.SlurmError(f"{e}{_failure_note(sweep_dir, jobs, first, last)}") from None
         record_submission(sweep_dir / MANIFEST, job, script_path, where)
-        jobs.append({"job_id": job, "first": first, "last": last, **where})
+        jobs.append({"job_id": job, "first": first, "last": last, **where,
+                     **({"after": ", ".join(jobs[q]["job_id"] for q in after)} if after else {})})
         prev = job
     return script, jobs
 
