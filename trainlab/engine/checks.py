@@ -61,9 +61,22 @@ def check_config(cfg: Config) -> None:
     if cfg.method.name in SELF_SUPERVISED:
         check_ssl_options(cfg)
     if cfg.train.tta == "flip" and not resolve_augment(cfg.data).flip:
-        raise ConfigError(
-            f"train.tta=flip averages each evaluated image with its mirror, but this run trains "
-            f"without horizontal flips (data.flip={cfg.data.flip}, data.augment="
-            f"{cfg.data.augment}; {cfg.data.name}'s default decides when data.flip is null), so "
-            f"the model never learned mirrored images. Set data.flip=true if the classes look "
-            f"the same mirrored, or train.tta=none.")
+        raise ConfigError(_tta_without_flips(cfg))
+
+
+def _tta_without_flips(cfg: Config) -> str:
+    """Why train.tta=flip is refused: the run trains without horizontal flips, because
+    augmentation is off (by the user or the method's defaults) or data.flip is (by default)."""
+    d = cfg.data
+    head = ("train.tta=flip averages each evaluated image with its mirror, but this run trains "
+            "without horizontal flips")
+    tail = ("so the model never learned mirrored images. Set train.tta=none, or train with "
+            "flips if the classes look the same mirrored: ")
+    if not d.augment:
+        filled = any(a.key == "data.augment" for a in cfg.method_defaults)
+        why = f", the {cfg.method.name} default," if filled else ""
+        return (f"{head} (data.augment=false{why} turns all augmentation off), {tail}"
+                f"data.augment=true data.flip=true.")
+    why = ("data.flip=false" if d.flip is False else
+           f"data.flip is unset and {d.name}'s default is no flips")
+    return f"{head} ({why}), {tail}data.flip=true."

@@ -16,7 +16,7 @@ from trainlab.launch.compare import MANIFEST, compare_command, read_manifest
 from trainlab.launch.local import run_local
 from trainlab.launch.script import SlurmOptions
 from trainlab.launch.status import format_rows, status_rows
-from trainlab.launch.submit import submit_run
+from trainlab.launch.submit import JOB_CONFIG, submit_run
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,13 @@ def resubmit_command(sweep_dir: Path, opts: SlurmOptions, max_parallel: int | No
     if not todo:
         print(f"{sweep_dir}: nothing to resubmit (every point is done, running or pending)")
         return 0
+    gone = [p.dir for p in todo if not (sweep_dir / p.dir / JOB_CONFIG).is_file()]
+    if gone:
+        shown = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
+        raise ConfigError(
+            f"Cannot resubmit {sweep_dir}: {len(gone)} point folder(s) lack {JOB_CONFIG} "
+            f"(deleted or moved?): {shown}; their array tasks could not train. Restore them, "
+            f"or run the sweep again with a new --dir.")
     print(f"sweep {sweep_dir}: resubmitting {len(todo)} of {len(rows)} points: "
           f"{', '.join(str(p.index) for p in todo)}")
     if not dry_run:
