@@ -43,6 +43,8 @@ def run_main(capsys, *argv):
      ["Slurm option --partition given with --local", "--parallel N"]),
     (["sweep", "--grid", "optim.lr=1e-3,1e-2", "--local", "--max-parallel", "2",
       "--signal-grace", "60"], ["Slurm options --signal-grace, --max-parallel given with --local"]),
+    (["sweep", "--grid", "optim.lr=1e-3,1e-2", "--local", "--parallel", "2", "--dry-run"],
+     ["Slurm option --dry-run given with --local"]),
     (["sweep", "--grid", "optim.lr=1e-3,1e-2", "--sweep-seed", "3", "--dry-run"],
      ["--sweep-seed 3 seeds the sampling of --random N points", "--seeds K"]),
     (["sweep", "--resubmit", "/nonexistent/sweep", "--seeds", "3"],

@@ -174,6 +174,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     if ns.local:
         given = [SLURM_FLAGS.get(k, f"--{k.replace('_', '-')}")
                  for k in (*SLURM_FIELDS, "max_parallel") if getattr(ns, k, None) is not None]
+        given += ["--dry-run"] * ns.dry_run  # (it prints the Slurm script)
         if given:
             raise ConfigError(f"Slurm option{'s' if len(given) > 1 else ''} {', '.join(given)} "
                               f"given with --local, which trains the points on this machine "

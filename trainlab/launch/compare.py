@@ -54,7 +54,8 @@ def read_manifest(sweep_dir: Path) -> dict[str, Any]:
     if not isinstance(man, dict) or man.get("format") != FORMAT:
         got = man.get("format") if isinstance(man, dict) else type(man).__name__
         raise TrainlabError(f"{path} has format {got!r}, expected {FORMAT!r}: it was not "
-                            f"written by this version of `trainlab sweep`.")
+                            f"written by this version of `trainlab sweep`: run the sweep again "
+                            f"with this version, into a new --dir.")
     problem = _manifest_problem(man)
     if problem:
         raise TrainlabError(f"{path} is damaged: {problem}. It is written by `trainlab sweep`: "
