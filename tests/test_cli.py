@@ -132,6 +132,8 @@ ONE_RANK = {"RANK": "0", "WORLD_SIZE": "1"}
     (["sweep", "--resubmit", "{tmp}/s", "--dry-run"], _set_point(0, "dir", "../elsewhere"), {},
      ["'dir' must be the name of a folder inside the sweep (got '../elsewhere')"]),
     (["status", "{tmp}/s"], _damage(jobs="garbage"), {}, ["'jobs' must be a list"]),
+    (["sweep", "--resubmit", "{tmp}/s", "--max-parallel", "-3", "--dry-run"], _slurm_sweep, {},
+     ["--max-parallel must be at least 1 (got -3)"]),
     (["sweep", "--resubmit", "{tmp}/s", "--dry-run"], _drop_point_folder, {},
      ["1 point folder(s) lack job.yaml", "001_optim.lr=0.01", "new --dir"]),
     (["status", "{tmp}/slurm.yaml"], _defaults(""), {}, ["slurm.yaml is a file"]),
