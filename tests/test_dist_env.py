@@ -3,6 +3,7 @@
 import pytest
 
 from trainlab.dist.env import detect, first_host
+from trainlab.errors import ConfigError
 
 
 @pytest.mark.parametrize("nodelist,first", [
@@ -59,3 +60,24 @@ def test_sbatch_script_without_srun_is_single():
     e = detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "7",
                 "SLURM_JOB_NODELIST": "n1"})
     assert e.world_size == 1 and e.launcher == "single"
+
+
+def test_empty_master_addr_and_port_count_as_unset():
+    e = detect({"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "", "MASTER_PORT": " "})
+    assert (e.master_addr, e.master_port) == ("127.0.0.1", 29500)
+    e = detect({"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1", "SLURM_JOB_ID": "41",
+                "SLURM_JOB_NODELIST": "n1", "MASTER_PORT": ""})
+    assert e.master_port == 15000 + 2 * 41
+
+
+@pytest.mark.parametrize("env,name", [
+    ({"RANK": "0", "WORLD_SIZE": "1", "MASTER_PORT": "0"}, "MASTER_PORT"),
+    ({"RANK": "0", "WORLD_SIZE": "1", "MASTER_PORT": "65535"}, "MASTER_PORT"),  # +1 for the store
+    ({"RANK": "-1", "WORLD_SIZE": "2"}, "RANK"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "two"}, "LOCAL_RANK"),
+    ({"SLURM_PROCID": "4", "SLURM_STEP_NUM_TASKS": "4"}, "SLURM_PROCID"),
+    ({"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "x"}, "SLURM_STEP_NUM_TASKS"),
+])
+def test_garbage_launcher_variables_are_named(env, name):
+    with pytest.raises(ConfigError, match=f"variable {name}="):
+        detect(env, lookup=lambda n: n)

@@ -133,6 +133,22 @@ def test_user_defaults_unknown_key(tmp_path):
     assert opts.setup == ["a", "b"] and opts.partition == "x"
 
 
+def test_user_defaults_keep_text_as_written_and_null_is_unset(tmp_path):
+    """YAML 1.1 reads 1:00:00 as 3600 (which Slurm takes as minutes) and 010 as 8: text
+    options keep what the file says; a key set to null falls back to the default."""
+    opts = resolve_options({}, _write(tmp_path, "time: 1:00:00\npartition: 010\nnodes: null\n"
+                                                "signal_grace_s: ~\nsbatch: --exclusive\n"))
+    assert (opts.time, opts.partition, opts.nodes, opts.signal_grace_s) == ("1:00:00", "010", 1,
+                                                                            120)
+    assert opts.sbatch == ["--exclusive"]
+    with pytest.raises(ConfigError, match="'setup' must be a line or a list of lines"):
+        resolve_options({}, _write(tmp_path, "setup: [a, {b: c}]\n"))
+    with pytest.raises(ConfigError, match=r"--signal-grace \('signal_grace_s' in the Slurm"):
+        resolve_options({}, _write(tmp_path, "signal_grace_s: 70000\n"))
+    assert resolve_options({"signal_grace_s": 30}, _write(tmp_path, "signal_grace_s: 0\n")) \
+        .signal_grace_s == 30  # the command line wins before the range is checked
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "ok.yaml"
     p.write_text(text)
@@ -311,6 +327,28 @@ def test_run_state_from_submission_slurm_and_files(tmp_path, files, sub, st, pro
         assert "Invalid account" in reason
     if want == "unknown":
         assert problem in reason
+
+
+def test_status_of_odd_run_folders(tmp_path):
+    """job.yaml alone: a submission that never completed; an unreadable job.json: unknown,
+    naming it; a folder scan shows a damaged sweep as one row and goes on."""
+    run = tmp_path / "only-job"
+    run.mkdir()
+    (run / "job.yaml").write_text("train: {epochs: 1}\n")
+    assert [(r["run"], r["state"]) for r in status_rows(run)] == [("only-job", "not-submitted")]
+    (run / "job.json").write_text('{"jobs": [{"job_id"')  # cut short
+    (row,) = status_rows(run)
+    assert row["state"] == "unknown" and "job.json is unreadable" in row["reason"]
+    (run / "job.json").write_text(json.dumps({"jobs": [{"job_id": None}]}))
+    assert "does not hold a list of jobs" in status_rows(run)[0]["reason"]
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"format": "trainlab-sweep/1",
+                                                  "points": [{"dir": "p0"}]}))
+    rows = {r["run"]: r for r in status_rows(tmp_path)}
+    assert rows["sweep"]["state"] == "unknown" and "sweep.json is damaged" in \
+        rows["sweep"]["reason"]
+    assert rows["only-job"]["state"] == "unknown"
 
 
 def test_resubmitted_points_map_to_their_new_array_tasks():

@@ -42,6 +42,9 @@ def test_plan(kw, threads, passive):
     ({"SLURM_PROCID": "5", "SLURM_STEP_TASKS_PER_NODE": "4,2(x2)", "SLURM_NODEID": "1"}, 2),
     ({"SLURM_PROCID": "0", "SLURM_STEP_TASKS_PER_NODE": "3"}, 3),
     ({"SLURM_STEP_TASKS_PER_NODE": "3"}, 1),  # not inside an srun task
+    ({"LOCAL_WORLD_SIZE": "x"}, 1),  # not a number: ignored (it only plans threads)
+    ({"SLURM_PROCID": "0", "SLURM_STEP_TASKS_PER_NODE": "2(x"}, 1),
+    ({"SLURM_PROCID": "0", "SLURM_STEP_TASKS_PER_NODE": "2(x3)", "SLURM_NODEID": "q"}, 2),
 ])
 def test_local_ranks(env, n):
     assert local_ranks(env) == n

@@ -172,13 +172,16 @@ def test_options_and_overrides_in_any_order(capsys, tmp_path):
     outs = []
     for argv in (["eval", str(tmp_path), "--split", "val", "run.device=cpu"],
                  ["eval", str(tmp_path), "run.device=cpu", "--split", "val"],
-                 ["eval", "--split", "val", str(tmp_path), "run.device=cpu"]):
+                 ["eval", "--split", "val", str(tmp_path), "run.device=cpu"],
+                 ["eval", "run.device=cpu", "--split", "val", str(tmp_path)]):
         code, out, err = run_main(capsys, *argv)
         assert code == 0, err
         outs.append(out)
     assert outs[0] == outs[1] == outs[2] and outs[0].startswith("val accuracy")
     code, out, err = run_main(capsys, "knn", str(tmp_path), "--k", "5", "run.device=cpu")
     assert code == 0 and "k=5" in out, err
+    code, again, err = run_main(capsys, "knn", "run.device=cpu", "--k", "5", str(tmp_path))
+    assert code == 0 and again == out, err
     code, out, err = run_main(capsys, "config", "show", "optim.lr=0.1", "--bogus")
     assert_refused(code, err, "--bogus")
 

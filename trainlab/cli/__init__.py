@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from trainlab.cli.commands import split_recipe
 from trainlab.cli.parser import Parser, build_parser
@@ -32,7 +33,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         Parser(prog=f"trainlab {sub}").error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         setattr(ns, ns.rest, [*getattr(ns, ns.rest), *extra])
+    _path_first(ns)
     return ns
+
+
+def _path_first(ns: argparse.Namespace) -> None:
+    """`eval optim.x=1 RUN`: argparse takes the first word for RUN; when that word is a
+    key=value that names no file and a later word has no '=', the two trade places (a run
+    folder may contain '=': sweep points, so an existing path is left alone)."""
+    path, rest = getattr(ns, "path", None), getattr(ns, "rest", None)
+    if not isinstance(path, str) or rest != "overrides" or "=" not in path or Path(path).exists():
+        return
+    words = list(ns.overrides)
+    plain = next((i for i, w in enumerate(words) if "=" not in w), None)
+    if plain is None:
+        Parser(prog=f"trainlab {ns.command}").error(
+            f"'{path}' is no file or folder, and it looks like a key=value override: give the "
+            f"run folder or checkpoint too, e.g. `trainlab {ns.command} runs/NAME {path}`")
+    ns.path = words.pop(plain)
+    ns.overrides = [path, *words]
 
 
 def main(argv: list[str] | None = None) -> int:

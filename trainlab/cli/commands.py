@@ -16,6 +16,7 @@ OVERRIDES_HELP = "RECIPE.yaml then key=value overrides, exactly as for `trainlab
 SLURM_FIELDS = ("partition", "nodes", "gpus_per_node", "cpus_per_task", "mem", "time",
                 "account", "qos", "constraint", "job_name", "signal_grace_s", "sbatch", "setup",
                 "python")
+SLURM_FLAGS = {"signal_grace_s": "--signal-grace"}  # option names that are not --field-name
 
 
 def split_recipe(args: list[str]) -> tuple[str | None, list[str]]:
@@ -159,15 +160,30 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     from trainlab.launch.commands import SweepArgs, resubmit_command, sweep_command
 
     if ns.resubmit:
-        if ns.args or ns.grid or ns.range or ns.random or ns.local or ns.parallel != 1:
+        if (ns.args or ns.grid or ns.range or ns.random or ns.local or ns.parallel != 1
+                or ns.seeds is not None or ns.sweep_seed is not None or ns.dir):
             raise ConfigError("--resubmit DIR takes the points from DIR/sweep.json and submits "
                               "them to Slurm: give no recipe, overrides, --grid/--range/--random, "
-                              "--local or --parallel with it.")
+                              "--seeds, --sweep-seed, --dir, --local or --parallel with it.")
         return resubmit_command(Path(ns.resubmit), _slurm_options(ns), ns.max_parallel,
                                 ns.dry_run)
+    if ns.sweep_seed is not None and not ns.random:
+        raise ConfigError(f"--sweep-seed {ns.sweep_seed} seeds the sampling of --random N "
+                          f"points from the --range keys, and this sweep samples none: leave it "
+                          f"out (--seeds K repeats every point with other run.seed values).")
+    if ns.local:
+        given = [SLURM_FLAGS.get(k, f"--{k.replace('_', '-')}")
+                 for k in (*SLURM_FIELDS, "max_parallel") if getattr(ns, k, None) is not None]
+        given += ["--dry-run"] * ns.dry_run  # (it prints the Slurm script)
+        if given:
+            raise ConfigError(f"Slurm option{'s' if len(given) > 1 else ''} {', '.join(given)} "
+                              f"given with --local, which trains the points on this machine "
+                              f"where Slurm options have no effect: leave them out (--parallel N "
+                              f"trains N points at once here), or drop --local to submit the "
+                              f"sweep to Slurm.")
 
     a = SweepArgs(grid=ns.grid or [], range=ns.range or [], random=ns.random or 0,
-                  seeds=ns.seeds, sweep_seed=ns.sweep_seed, max_parallel=ns.max_parallel,
+                  seeds=ns.seeds, sweep_seed=ns.sweep_seed or 0, max_parallel=ns.max_parallel,
                   dir=ns.dir, local=ns.local, parallel=ns.parallel,
                   dry_run=ns.dry_run)
     return sweep_command(*split_recipe(ns.args), a, None if ns.local else _slurm_options(ns))

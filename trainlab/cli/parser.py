@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seeds", type=int, default=None, metavar="K",
                    help="repeat every point with run.seed = seed, seed+1, ... (K seeds; "
                    "default: the recipe's sweep.seeds, else 1)")
-    w.add_argument("--sweep-seed", type=int, default=0, help="seed of the --random sampling")
+    w.add_argument("--sweep-seed", type=int, default=None,
+                   help="seed of the --random sampling (default: 0)")
     w.add_argument("--max-parallel", type=int, metavar="P", help="array tasks running at once")
     w.add_argument("--dir", help="sweep folder (default: sweeps/<recipe>-<timestamp>)")
     w.add_argument("--local", action="store_true",

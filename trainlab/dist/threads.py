@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,15 +60,16 @@ class ThreadPlan:
 def local_ranks(environ: Mapping[str, str]) -> int:
     """Processes of this job on this node: torchrun's LOCAL_WORLD_SIZE, or srun's tasks on
     this node (SLURM_STEP_TASKS_PER_NODE like "2(x3)" or "4,2": the entry of this node), else 1."""
-    if "LOCAL_WORLD_SIZE" in environ:
+    if environ.get("LOCAL_WORLD_SIZE", "").strip().isdigit():  # (not a number: ignored)
         return max(1, int(environ["LOCAL_WORLD_SIZE"]))
-    spec = environ.get("SLURM_STEP_TASKS_PER_NODE")
-    if spec and "SLURM_PROCID" in environ:
+    spec = environ.get("SLURM_STEP_TASKS_PER_NODE", "")
+    if re.fullmatch(r"\d+(\(x\d+\))?(,\d+(\(x\d+\))?)*", spec) and "SLURM_PROCID" in environ:
         counts: list[int] = []
         for item in spec.split(","):
             n, _, rep = item.partition("(x")
             counts += [int(n)] * (int(rep.rstrip(")")) if rep else 1)
-        node = int(environ.get("SLURM_NODEID", "0") or 0)
+        node_id = environ.get("SLURM_NODEID", "0").strip()
+        node = int(node_id) if node_id.isdigit() else 0
         return max(1, counts[min(node, len(counts) - 1)])
     return 1
 

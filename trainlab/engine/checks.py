@@ -61,9 +61,49 @@ def check_config(cfg: Config) -> None:
     if cfg.method.name in SELF_SUPERVISED:
         check_ssl_options(cfg)
     if cfg.train.tta == "flip" and not resolve_augment(cfg.data).flip:
+        raise ConfigError(_tta_without_flips(cfg))
+
+
+# keys that decide which images are in the test split (test is carved before val), and in the
+# val split: an evaluation of a saved run must not change them, or the split it measures would
+# hold images the run trained on
+TEST_SPLIT_KEYS = ("data.test_fraction", "data.split_seed")
+VAL_SPLIT_KEYS = (*TEST_SPLIT_KEYS, "data.val_fraction")
+
+
+def _value(cfg: Config, key: str) -> object:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def check_same_splits(run_cfg: Config, cfg: Config, command: str, split: str) -> None:
+    """ConfigError when `cfg` (a saved run's config `run_cfg` with the overrides of `command`,
+    e.g. `trainlab eval`) carves `split` (train, val or test) differently from the run."""
+    keys = VAL_SPLIT_KEYS if split == "val" else TEST_SPLIT_KEYS
+    changed = [(k, _value(run_cfg, k), _value(cfg, k)) for k in keys
+               if _value(run_cfg, k) != _value(cfg, k)]
+    if changed:
+        shown = ", ".join(f"{k}={new} (the run used {old})" for k, old, new in changed)
         raise ConfigError(
-            f"train.tta=flip averages each evaluated image with its mirror, but this run trains "
-            f"without horizontal flips (data.flip={cfg.data.flip}, data.augment="
-            f"{cfg.data.augment}; {cfg.data.name}'s default decides when data.flip is null), so "
-            f"the model never learned mirrored images. Set data.flip=true if the classes look "
-            f"the same mirrored, or train.tta=none.")
+            f"`trainlab {command}` measures the {split} split the run was trained with, but "
+            f"{shown} would carve it anew, out of images the run may have trained on, and the "
+            f"accuracy would mean nothing. Leave {'these keys' if len(changed) > 1 else 'it'} "
+            f"out; to measure on other images, train a new run.")
+
+
+def _tta_without_flips(cfg: Config) -> str:
+    """Why train.tta=flip is refused: the run trains without horizontal flips, because
+    augmentation is off (by the user or the method's defaults) or data.flip is (by default)."""
+    d = cfg.data
+    head = ("train.tta=flip averages each evaluated image with its mirror, but this run trains "
+            "without horizontal flips")
+    tail = ("so the model never learned mirrored images. Set train.tta=none, or train with "
+            "flips if the classes look the same mirrored: ")
+    if not d.augment:
+        filled = any(a.key == "data.augment" for a in cfg.method_defaults)
+        why = f", the {cfg.method.name} default," if filled else ""
+        return (f"{head} (data.augment=false{why} turns all augmentation off), {tail}"
+                f"data.augment=true data.flip=true.")
+    why = ("data.flip=false" if d.flip is False else
+           f"data.flip is unset and {d.name}'s default is no flips")
+    return f"{head} ({why}), {tail}data.flip=true."

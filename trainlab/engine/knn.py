@@ -19,7 +19,7 @@ from trainlab.config.load import merge_overrides
 from trainlab.config.schema import Config
 from trainlab.data.pipeline import DataBundle
 from trainlab.engine.assemble import load_data_and_model
-from trainlab.engine.checks import check_config
+from trainlab.engine.checks import check_config, check_same_splits
 from trainlab.engine.evaluate import extract_features
 from trainlab.engine.pretrained import load_encoder, load_pretrained
 from trainlab.errors import ConfigError
@@ -83,14 +83,24 @@ def knn_eval(path: str | Path, k: int | None = None,
     split as memory bank (normalized with the stats saved in the checkpoint)."""
     pre = load_pretrained(str(path), key="RUN_OR_CHECKPOINT")
     cfg = merge_overrides(pre.cfg, overrides)
+    k_given = k is not None or any(o.startswith("method.knn_k=") for o in overrides)
     k = cfg.method.knn_k if k is None else k
     check_config(cfg)
+    check_same_splits(pre.cfg, cfg, "knn", "test")
     if k < 1:
         raise ConfigError(f"--k={k} must be at least 1 (neighbours per query; 20 is usual).")
+    asked = k if k_given else None
     data, model = load_data_and_model(cfg, (pre.ckpt["data"]["mean"], pre.ckpt["data"]["std"]))
     load_encoder(model, pre, cfg.model.name, key="RUN_OR_CHECKPOINT")
     bs = cfg.train.eval_batch_size
     bank, test = data.full_loader("train", bs), data.full_loader("test", bs)
+    if k > len(bank.y):
+        if asked is not None:
+            raise ConfigError(
+                f"k={asked} neighbours asked, but the memory bank (the train split) holds only "
+                f"{len(bank.y)} images: every one of them would vote. Use --k {len(bank.y)} "
+                f"or fewer (20 is usual).")
+        k = len(bank.y)  # the run's method.knn_k exceeds a small bank: all of it votes
     acc = knn_accuracy(model, bank, test, data.num_classes, k, cfg.method.knn_temperature)
     return {"checkpoint": str(pre.path), "knn_acc": acc, "k": k,
             "temperature": cfg.method.knn_temperature, "n_test": len(test.y),

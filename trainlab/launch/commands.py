@@ -16,7 +16,13 @@ from trainlab.launch.compare import MANIFEST, compare_command, read_manifest
 from trainlab.launch.local import run_local
 from trainlab.launch.script import SlurmOptions
 from trainlab.launch.status import format_rows, status_rows
-from trainlab.launch.submit import submit_run
+from trainlab.launch.submit import JOB_CONFIG, submit_run
+
+
+def _check_max_parallel(max_parallel: int | None) -> None:
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(f"--max-parallel must be at least 1 (got {max_parallel}); leave it "
+                          f"out to let Slurm run as many array tasks at once as it can.")
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,7 @@ def sweep_command(recipe: str | None, overrides: list[str], a: SweepArgs,
     (1 when a local point failed)."""
     spec = sw.spec_with_recipe(read_sweep(recipe) if recipe else None, overrides, a.grid or [],
                                a.range or [], a.random or 0, a.seeds, a.sweep_seed)
-    if a.max_parallel is not None and a.max_parallel < 1:
-        raise ConfigError(f"--max-parallel must be at least 1 (got {a.max_parallel}).")
+    _check_max_parallel(a.max_parallel)
     if a.parallel < 1:
         raise ConfigError(f"--parallel must be at least 1 (got {a.parallel}).")
     if a.parallel > 1 and not a.local:
@@ -123,6 +128,7 @@ def resubmit_command(sweep_dir: Path, opts: SlurmOptions, max_parallel: int | No
     """`trainlab sweep --resubmit DIR`: submit the points of an existing (Slurm) sweep that are
     neither done nor queued/running, as ONE array job over just those points; they continue
     from their checkpoints (run.resume=auto)."""
+    _check_max_parallel(max_parallel)
     sweep_dir = sweep_dir.absolute()
     man = read_manifest(sweep_dir)
     if man.get("local"):
@@ -135,11 +141,18 @@ def resubmit_command(sweep_dir: Path, opts: SlurmOptions, max_parallel: int | No
     if not todo:
         print(f"{sweep_dir}: nothing to resubmit (every point is done, running or pending)")
         return 0
+    gone = [p.dir for p in todo if not (sweep_dir / p.dir / JOB_CONFIG).is_file()]
+    if gone:
+        shown = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
+        raise ConfigError(
+            f"Cannot resubmit {sweep_dir}: {len(gone)} point folder(s) lack {JOB_CONFIG} "
+            f"(deleted or moved?): {shown}; their array tasks could not train. Restore them, "
+            f"or run the sweep again with a new --dir.")
     print(f"sweep {sweep_dir}: resubmitting {len(todo)} of {len(rows)} points: "
           f"{', '.join(str(p.index) for p in todo)}")
     if not dry_run:
         slurm.require("sbatch", "resubmitting the sweep")
-    script, jobs = sw.submit_sweep(sweep_dir, todo, opts, str(man.get("recipe_name", "sweep")),
+    script, jobs = sw.submit_sweep(sweep_dir, todo, opts, str(man.get("recipe_name") or "sweep"),
                                    max_parallel, dry_run, script_name=RESUBMIT_SCRIPT,
                                    subset=True)
     if dry_run:

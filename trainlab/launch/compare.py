@@ -54,13 +54,69 @@ def read_manifest(sweep_dir: Path) -> dict[str, Any]:
     if not isinstance(man, dict) or man.get("format") != FORMAT:
         got = man.get("format") if isinstance(man, dict) else type(man).__name__
         raise TrainlabError(f"{path} has format {got!r}, expected {FORMAT!r}: it was not "
-                            f"written by this version of `trainlab sweep`.")
-    points = man.get("points")
-    if not isinstance(points, list) or not all(
-            isinstance(p, dict) and isinstance(p.get("dir"), str) for p in points):
-        raise TrainlabError(f"{path}: 'points' must be a list of {{index, dir, overrides}} "
-                            f"entries; the file is damaged, rerun `trainlab sweep`.")
+                            f"written by this version of `trainlab sweep`: run the sweep again "
+                            f"with this version, into a new --dir.")
+    problem = _manifest_problem(man)
+    if problem:
+        raise TrainlabError(f"{path} is damaged: {problem}. It is written by `trainlab sweep`: "
+                            f"restore it, or rerun the sweep with a new --dir.")
     return man
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _record_problem(rec: Any, what: str, n: int) -> str:
+    """What is wrong with one entry of 'jobs' (or 'submit_error'), '' when nothing."""
+    if not isinstance(rec, dict):
+        return f"{what} must be a mapping (got {rec!r})"
+    if "points" in rec:
+        pts = rec["points"]
+        if not isinstance(pts, list) or not all(_is_int(i) and 0 <= i < n for i in pts):
+            return f"{what}: 'points' must list point indices 0..{n - 1} (got {pts!r})"
+    elif not all(_is_int(rec.get(k)) for k in ("first", "last")):
+        return (f"{what} must have integer 'first' and 'last' point indices (got "
+                f"{rec.get('first')!r}, {rec.get('last')!r})")
+    return ""
+
+
+def _manifest_problem(man: dict[str, Any]) -> str:
+    """What is wrong with a sweep manifest's structure, '' when nothing."""
+    points = man.get("points")
+    if not isinstance(points, list):
+        return "'points' must be a list of {index, dir, overrides} entries"
+    for i, p in enumerate(points):
+        if not isinstance(p, dict) or p.get("index") != i or not _is_int(p.get("index")):
+            got = f"index {p.get('index')!r}" if isinstance(p, dict) else repr(p)
+            return f"'points' entry {i} must be a mapping with index {i} (got {got})"
+        d = p.get("dir")
+        if not isinstance(d, str) or d in ("", ".", "..") or "/" in d or "\\" in d:
+            return (f"'points' entry {i}: 'dir' must be the name of a folder inside the sweep "
+                    f"(got {d!r})")
+        if not isinstance(p.get("overrides", {}), dict):
+            return (f"'points' entry {i}: 'overrides' must map keys to values (got "
+                    f"{p['overrides']!r})")
+    if not isinstance(man.get("local", False), bool):
+        return f"'local' must be true or false (got {man['local']!r})"
+    for key in ("recipe_name", "recipe"):
+        if man.get(key) is not None and not isinstance(man[key], str):
+            return f"'{key}' must be a string (got {man[key]!r})"
+    varied = man.get("varied", [])
+    if not isinstance(varied, list) or not all(isinstance(k, str) for k in varied):
+        return f"'varied' must be a list of config keys (got {varied!r})"
+    jobs = man.get("jobs", [])
+    if not isinstance(jobs, list):
+        return f"'jobs' must be a list of submissions (got {jobs!r})"
+    for j, rec in enumerate(jobs):
+        problem = _record_problem(rec, f"job record {j}", len(points))
+        if problem:
+            return problem
+        if not isinstance(rec.get("job_id"), (str, int)) or isinstance(rec["job_id"], bool):
+            return f"job record {j} must have a job_id (got {rec.get('job_id')!r})"
+    if man.get("submit_error") is not None:
+        return _record_problem(man["submit_error"], "'submit_error'", len(points))
+    return ""
 
 
 def _epochs_total(run_dir: Path) -> int | None:

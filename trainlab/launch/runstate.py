@@ -32,7 +32,7 @@ DESCRIPTIONS = {
                    "continue from its checkpoint",
     "submit-failed": "sbatch refused the submission: nothing ran (see the reason)",
     "not-submitted": "no Slurm job is recorded for it: the submission did not complete",
-    "unknown": "Slurm could not be asked (see the reason)",
+    "unknown": "Slurm could not be asked, or the job record is damaged (see the reason)",
     "unfinished": "local run without summary.json: training now, or stopped (run the same "
                   "command again to continue)",
     "not-started": "local run that has not started",
@@ -49,9 +49,9 @@ SIGNAL_EXITS = {128 + int(getattr(signal, n)) for n in ("SIGINT", "SIGTERM", "SI
 class Submission:
     """What was recorded for one run: a Slurm job, a failed sbatch, nothing, or a local run."""
 
-    kind: str  # slurm | failed | none | local
+    kind: str  # slurm | failed | none | local | damaged (job.json unreadable)
     job: str | None = None  # '123', or '123_4' for an array task
-    error: str = ""  # sbatch's refusal, for kind 'failed'
+    error: str = ""  # sbatch's refusal (kind 'failed'), what is wrong (kind 'damaged')
 
 
 def _short(text: str, n: int = 160) -> str:
@@ -83,14 +83,23 @@ def sweep_submissions(manifest: dict[str, Any]) -> list[Submission]:
 
 
 def run_submission(run_dir: Path) -> Submission:
-    """The Submission of a single run folder, from its job.json (`trainlab submit`)."""
+    """The Submission of a single run folder, from its job.json (`trainlab submit`); a
+    job.json that cannot be read is kind 'damaged' (its problem in `error`)."""
+    record = run_dir / "job.json"
+    if not record.is_file():  # job.yaml / job.sbatch alone: sbatch never answered
+        submitting = any((run_dir / f).is_file() for f in ("job.sbatch", "job.yaml"))
+        return Submission("none" if submitting else "local")
     try:
-        rec = json.loads((run_dir / "job.json").read_text())
-    except (OSError, ValueError):  # job.sbatch alone: written, but sbatch never answered
-        return Submission("none" if (run_dir / "job.sbatch").is_file() else "local")
-    if not isinstance(rec, dict):
-        return Submission("none")
-    jobs = [j for j in rec.get("jobs", []) if isinstance(j, dict) and "job_id" in j]
+        rec = json.loads(record.read_text())
+    except (OSError, ValueError) as e:
+        return Submission("damaged", error=f"{record} is unreadable ({_short(str(e), 80)}); "
+                                           f"`trainlab submit` writes it: submit again")
+    jobs = rec.get("jobs", []) if isinstance(rec, dict) else None
+    if not isinstance(jobs, list) or not all(
+            isinstance(j, dict) and isinstance(j.get("job_id"), (str, int))
+            and not isinstance(j.get("job_id"), bool) for j in jobs):
+        return Submission("damaged", error=f"{record} does not hold a list of jobs with ids; "
+                                           f"`trainlab submit` writes it: submit again")
     err = rec.get("submit_error")
     if isinstance(err, dict):
         return Submission("failed", error=str(err.get("error", "")))
@@ -129,6 +138,9 @@ def classify(run_dir: Path, sub: Submission, st: slurm.JobState | None,
             ("not-started", "local run")
     if sub.kind == "failed":
         return "submit-failed", _short(sub.error) or "sbatch failed"
+    if sub.kind == "damaged":
+        return ("done", "summary.json") if done else \
+            ("unknown", sub.error)
     if sub.kind == "none":
         return ("done", "summary.json") if done else \
             ("not-submitted", "no job id recorded: the submission did not complete")

@@ -54,61 +54,88 @@ def user_defaults_path() -> Path:
     return Path(base) / "trainlab" / "slurm.yaml"
 
 
-def _typed(name: str, value: Any, source: str) -> Any:
-    tp = FIELDS[name].type
+# integer options: (smallest, largest) value; the flag names them in messages
+INT_RANGES = {"nodes": (1, None), "gpus_per_node": (0, None), "cpus_per_task": (1, None),
+              "signal_grace_s": (1, 65535)}  # Slurm's --signal takes 0..65535 s
+FLAGS = {"signal_grace_s": "--signal-grace"}
+
+
+def _flag(name: str) -> str:
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _typed(name: str, node: yaml.Node, value: Any, source: str) -> Any:
+    """The value of key `name` from the defaults file: `node` is its YAML node, `value` what
+    YAML made of it. Text options keep the text as written: YAML 1.1 reads `time: 1:00:00` as
+    the number 3600 (minutes, for Slurm) and `partition: 010` as 8."""
+    tp = str(FIELDS[name].type)
     if value is None:
         return None
-    if "list" in str(tp):
-        items = value if isinstance(value, list) else [value]
-        return [str(v) for v in items]
-    if "int" in str(tp) and "str" not in str(tp):
+    if "list" in tp:
+        nodes = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not all(isinstance(n, yaml.ScalarNode) for n in nodes):
+            raise ConfigError(f"In {source}, '{name}' must be a line or a list of lines, got "
+                              f"{value!r}.")
+        return [str(n.value) for n in nodes]
+    if not isinstance(node, yaml.ScalarNode):
+        raise ConfigError(f"In {source}, '{name}' must be a single value, got {value!r}.")
+    if "int" in tp and "str" not in tp:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"In {source}, '{name}' must be an integer, got {value!r}.")
         return value
-    return str(value)
+    return str(node.value)
 
 
 def load_user_defaults(path: Path | None = None) -> dict[str, Any]:
-    """Cluster defaults from the user's slurm.yaml ({} when the file does not exist)."""
+    """Cluster defaults from the user's slurm.yaml ({} when the file does not exist); a key
+    set to null counts as not set."""
     path = path or user_defaults_path()
     if not path.is_file():
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        data = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"Slurm defaults file {path} is not valid YAML: "
                           f"{' '.join(str(e).split())}") from None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not isinstance(root, yaml.MappingNode):
         raise ConfigError(f"Slurm defaults file {path} must map keys to values, e.g. "
                           f"'partition: gpu'.")
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for key_node, node in root.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
         name = str(key).replace("-", "_")
         if name not in FIELDS:
             raise ConfigError(
                 f"Unknown key '{key}' in the Slurm defaults file {path}. Valid keys: "
                 f"{', '.join(FIELDS)}.")
-        out[name] = _typed(name, value, f"the Slurm defaults file {path}")
+        value = _typed(name, node, data.get(key), f"the Slurm defaults file {path}")
+        if value is not None:
+            out[name] = value
     return out
 
 
 def resolve_options(cli: dict[str, Any], defaults_path: Path | None = None) -> SlurmOptions:
     """Options from the command line (None = not given) over the user defaults file.
     List options (sbatch, setup) add up: the file's lines first, then the command line's."""
-    merged: dict[str, Any] = dict(load_user_defaults(defaults_path))
+    path = defaults_path or user_defaults_path()
+    merged: dict[str, Any] = dict(load_user_defaults(path))
+    source = {k: f"the Slurm defaults file {path}" for k in merged}
     for k, v in cli.items():
         if k not in FIELDS or v is None:
             continue
         if isinstance(v, list):
             merged[k] = [*merged.get(k, []), *v]
         else:
-            merged[k] = v
-    opts = SlurmOptions(**merged)
-    if opts.nodes < 1 or opts.gpus_per_node < 0 or (opts.cpus_per_task or 1) < 1:
-        raise ConfigError(f"--nodes must be >= 1, --gpus-per-node >= 0 and --cpus-per-task "
-                          f">= 1 (got {opts.nodes}, {opts.gpus_per_node}, "
-                          f"{opts.cpus_per_task}).")
-    return opts
+            merged[k], source[k] = v, "the command line"
+    for name, (low, high) in INT_RANGES.items():
+        v = merged.get(name)
+        if v is not None and (v < low or (high is not None and v > high)):
+            limit = f"from {low} to {high}" if high is not None else f">= {low}"
+            where = "" if source[name] == "the command line" else f" ('{name}' in {source[name]})"
+            raise ConfigError(f"{_flag(name)}{where} must be {limit} (got {v}).")
+    return SlurmOptions(**merged)
 
 
 def _directives(opts: SlurmOptions, name: str, log: str, array: str | None) -> list[str]:

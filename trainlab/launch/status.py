@@ -21,6 +21,12 @@ from trainlab.launch.compare import MANIFEST, read_manifest
 from trainlab.launch.runstate import Submission, classify, run_submission, slurm_states
 from trainlab.launch.runstate import sweep_submissions as _sweep_subs
 
+# a folder given to status that holds one of RUN_FILES is a run folder (job.yaml alone: its
+# submission never completed); inside a folder holding runs, status lists the runs submitted
+# to Slurm (SUBMITTED_FILES) and the sweeps (`trainlab runs` lists the runs trained here)
+SUBMITTED_FILES = ("job.json", "job.sbatch")
+RUN_FILES = (*SUBMITTED_FILES, "job.yaml", "metrics.jsonl", "config.yaml")
+
 
 @dataclass
 class Target:
@@ -44,16 +50,26 @@ def find_targets(path: Path) -> list[Target]:
     if not path.exists():
         raise TrainlabError(f"{path} does not exist; give a sweep folder, a run folder or a "
                             f"folder holding them (default: the current folder).")
+    if path.is_file() and path.name == MANIFEST:
+        path = path.parent
+    elif path.is_file():
+        raise TrainlabError(f"{path} is a file; give a sweep folder, a run folder or a folder "
+                            f"holding them (default: the current folder).")
     if (path / MANIFEST).is_file():
         return _sweep_targets(path)
-    if any((path / f).is_file() for f in ("job.json", "job.sbatch", "metrics.jsonl")):
+    if any((path / f).is_file() for f in RUN_FILES):
         return [Target(path.name, path, run_submission(path))]
     out: list[Target] = []
     for d in sorted({*path.glob("*/"), *path.glob("*/*/")}):
-        if any((d / f).is_file() for f in (MANIFEST, "job.json", "job.sbatch")):
+        if any((d / f).is_file() for f in (MANIFEST, *SUBMITTED_FILES)):
             rel = d.relative_to(path)
+            try:
+                found = find_targets(d)
+            except TrainlabError:  # a damaged sweep.json: one row says so, the others show
+                found = [Target(d.name, d, Submission(
+                    "damaged", error=f"{d / MANIFEST} is damaged: `trainlab status {d}` says how"))]
             out += [Target(str(rel) if t.label == d.name else f"{rel}/{t.label}", t.run_dir, t.sub)
-                    for t in find_targets(d)]
+                    for t in found]
     return out
 
 
