@@ -81,3 +81,17 @@ def test_empty_master_addr_and_port_count_as_unset():
 def test_garbage_launcher_variables_are_named(env, name):
     with pytest.raises(ConfigError, match=f"variable {name}="):
         detect(env, lookup=lambda n: n)
+
+
+def test_a_rank_of_a_process_group_ends_with_os_exit(monkeypatch, capsys):
+    """`cli.main` ends a rank of a process group with os._exit(code) once its work is done
+    (interpreter shutdown could abort a finished rank, see dist.setup); any other process
+    returns normally."""
+    from trainlab.cli import main
+    from trainlab.dist import setup
+
+    exits: list[int] = []
+    monkeypatch.setattr(setup.os, "_exit", exits.append)
+    assert main(["train", "--no-such-option"]) == 2 and exits == []  # no group joined
+    monkeypatch.setattr(setup, "_joined", True)
+    assert main(["train", "--no-such-option"]) == 2 and exits == [2]

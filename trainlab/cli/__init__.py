@@ -55,6 +55,14 @@ def _path_first(ns: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    setup = sys.modules.get("trainlab.dist.setup")  # loaded only if the command trained
+    if setup is not None:
+        setup.exit_process_of_a_group(code)  # a rank of a process group ends here, at once
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         ns = parse(argv)
     except SystemExit as e:  # --help (0) or an argument error (2, message printed)

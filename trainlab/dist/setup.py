@@ -30,6 +30,7 @@ from trainlab.errors import ConfigError, TrainlabError
 HEARTBEAT_S = 2.0
 PROBE_S = 0.5  # how often a rank retries reaching the rendezvous
 _watchdog: Watchdog | None = None
+_joined = False  # this process joined a process group (exit_process_of_a_group)
 
 
 def pick_device(env: DistEnv, name: str) -> torch.device:
@@ -113,7 +114,7 @@ def check_rendezvous(env: DistEnv, timeout_s: float) -> None:
 def init_distributed(env: DistEnv, device: torch.device, timeout_s: float) -> None:
     """Join the process group (no-op for a single process) and start the watchdog. Raises
     RendezvousError when the ranks cannot meet within `timeout_s`."""
-    global _watchdog
+    global _watchdog, _joined
     if not env.distributed or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -128,6 +129,7 @@ def init_distributed(env: DistEnv, device: torch.device, timeout_s: float) -> No
         raise _rendezvous_error(env, f"could not set up the process group within "
                                      f"run.dist_timeout_s={timeout_s:g} s ({first})",
                                 timeout_s) from None
+    _joined = True
     try:
         _watchdog = Watchdog(env, timeout_s)
     except dist.DistError as e:  # its store on MASTER_PORT+1: e.g. the port is taken
@@ -136,6 +138,23 @@ def init_distributed(env: DistEnv, device: torch.device, timeout_s: float) -> No
         raise _rendezvous_error(env, f"could not open the watchdog's store on port "
                                      f"{env.master_port + 1} ({first})", timeout_s) from None
     _watchdog.start()
+
+
+def exit_process_of_a_group(code: int) -> None:
+    """End this process at once (`os._exit(code)`) when it was a rank of a process group; its
+    work is done, written and flushed by then (`cli.main` calls this last). A rank that
+    returns into interpreter shutdown instead lets torch/gloo C++ objects be destroyed with
+    threads still running, which can abort a finished rank ("terminate called without an
+    active exception", SIGABRT): srun or torchrun then kill the other ranks, and Slurm marks a
+    job FAILED whose training had completed (seen under load in the 2-node sweep test)."""
+    if not _joined:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: nothing more to write
+            pass
+    os._exit(code)
 
 
 def report_failure(message: str) -> None:
