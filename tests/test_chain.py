@@ -111,17 +111,22 @@ def test_slurm_parts_wait_for_the_jobs_of_the_points_they_start_from(tmp_path, m
     assert [p.get("needs", []) for p in manifest["points"]] == [[], [], [0], [1]]
 
 
-def test_a_run_that_has_not_finished_is_not_an_encoder(tmp_path):
+def test_a_run_that_has_not_finished_is_not_an_encoder(tmp_path, capsys):
     """model.init=RUN needs RUN finished: a point started early would get a half-trained
     encoder without a word. The checkpoint file itself may still be given on purpose."""
     run = tmp_path / "pre"
     assert main(["train", *quick(run, "model.name=mlp", "train.epochs=1")]) == 0
-    assert resolve_checkpoint(str(run)) == run / "checkpoints" / "last.pt"
+    assert resolve_checkpoint(str(run), finished=True) == run / "checkpoints" / "last.pt"
     (run / "summary.json").unlink()
     with pytest.raises(ConfigError, match="has not finished.*model.init=.*last.pt"):
-        resolve_checkpoint(str(run))
-    assert resolve_checkpoint(str(run / "checkpoints" / "last.pt")) == \
+        resolve_checkpoint(str(run), finished=True)
+    assert resolve_checkpoint(str(run / "checkpoints" / "last.pt"), finished=True) == \
         run / "checkpoints" / "last.pt"
+    assert main(["train", *quick(tmp_path / "probe", "model.name=mlp", "train.epochs=1",
+                                 f"model.init={run}")]) == 2  # through `train`, as a user
+    err = capsys.readouterr().err
+    assert err.startswith("trainlab: error: ") and "has not finished" in err
+    assert resolve_checkpoint(str(run)) == run / "checkpoints" / "last.pt"  # knn: any run
 
 
 @pytest.mark.parametrize("parallel", [1, 2])

@@ -16,7 +16,6 @@ OVERRIDES_HELP = "RECIPE.yaml then key=value overrides, exactly as for `trainlab
 SLURM_FIELDS = ("partition", "nodes", "gpus_per_node", "cpus_per_task", "mem", "time",
                 "account", "qos", "constraint", "job_name", "signal_grace_s", "sbatch", "setup",
                 "python")
-SLURM_FLAGS = {"signal_grace_s": "--signal-grace"}  # option names that are not --field-name
 
 
 def split_recipe(args: list[str]) -> tuple[str | None, list[str]]:
@@ -158,6 +157,7 @@ def cmd_submit(ns: argparse.Namespace) -> int:
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
     from trainlab.launch.commands import SweepArgs, resubmit_command, sweep_command
+    from trainlab.launch.script import flag
 
     if ns.resubmit:
         if (ns.args or ns.grid or ns.range or ns.random or ns.local or ns.parallel != 1
@@ -172,8 +172,8 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
                           f"points from the --range keys, and this sweep samples none: leave it "
                           f"out (--seeds K repeats every point with other run.seed values).")
     if ns.local:
-        given = [SLURM_FLAGS.get(k, f"--{k.replace('_', '-')}")
-                 for k in (*SLURM_FIELDS, "max_parallel") if getattr(ns, k, None) is not None]
+        given = [flag(k) for k in (*SLURM_FIELDS, "max_parallel")
+                 if getattr(ns, k, None) is not None]
         given += ["--dry-run"] * ns.dry_run  # (it prints the Slurm script)
         if given:
             raise ConfigError(f"Slurm option{'s' if len(given) > 1 else ''} {', '.join(given)} "

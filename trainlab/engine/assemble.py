@@ -96,7 +96,8 @@ def assemble(cfg: Config, env: DistEnv, device: torch.device,
     The pretrained encoder (model.init) is loaded only when not resuming: the checkpoint then
     holds every weight.
     """
-    init = load_pretrained(cfg.model.init) if cfg.model.init and ckpt is None else None
+    init = (load_pretrained(cfg.model.init, finished=True) if cfg.model.init and ckpt is None
+            else None)
     seed_everything(cfg.run.seed)
     stats = (ckpt["data"]["mean"], ckpt["data"]["std"]) if ckpt else None
     bundle, model = load_data_and_model(cfg, stats or (init.stats_for(cfg) if init else None),

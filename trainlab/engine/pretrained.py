@@ -63,19 +63,20 @@ class Pretrained:
         return data["mean"], data["std"]
 
 
-def resolve_checkpoint(path: str, key: str = "model.init") -> Path:
+def resolve_checkpoint(path: str, key: str = "model.init", finished: bool = False) -> Path:
     """A checkpoint file or run dir -> the .pt path; ConfigError naming `key` if absent.
 
-    A run folder must hold a finished run (summary.json): its last.pt is then the final
-    encoder. One still training (or stopped early) would silently give whatever epoch it had
-    reached, e.g. to a sweep point started before the point it builds on was done; the
-    checkpoint file itself can still be given on purpose."""
+    `finished` (model.init: the encoder to start from): a run folder must hold a finished run
+    (summary.json), whose last.pt is the final encoder. One still training (or stopped early)
+    would silently give whatever epoch it had reached, e.g. to a sweep point started before
+    the point it builds on was done; the checkpoint file itself can still be given on purpose.
+    (`trainlab knn` measures any checkpoint, finished or not.)"""
     p = checkpoint_in(
         path, key,
         no_last="Point it at the run folder of a finished pretraining run, or at a .pt file.",
         missing="Give the run folder of a pretraining run (e.g. runs/mae-...) or its "
         "checkpoints/last.pt.")
-    if Path(path).is_dir() and not (Path(path) / "summary.json").is_file():
+    if finished and Path(path).is_dir() and not (Path(path) / "summary.json").is_file():
         raise ConfigError(
             f"{key}={path!r} is a run that has not finished (no summary.json): its "
             f"checkpoints/last.pt holds the weights of whatever epoch it reached. Wait until it "
@@ -84,9 +85,10 @@ def resolve_checkpoint(path: str, key: str = "model.init") -> Path:
     return p
 
 
-def load_pretrained(path: str, key: str = "model.init") -> Pretrained:
-    """Read the checkpoint at `path` (file or run dir) with its config."""
-    p = resolve_checkpoint(path, key)
+def load_pretrained(path: str, key: str = "model.init", finished: bool = False) -> Pretrained:
+    """Read the checkpoint at `path` (file or run dir) with its config (`finished`: see
+    `resolve_checkpoint`)."""
+    p = resolve_checkpoint(path, key, finished)
     ckpt = load_checkpoint(p)
     check_contents(ckpt, p, NEEDED_TO_EVALUATE)
     return Pretrained(p, config_from_dict(ckpt["config"], f"checkpoint {p}"), ckpt)

@@ -7,7 +7,8 @@ values and seed. The sweep then trains point I first: `--local` in order (and `-
 waits for it), Slurm as separate array jobs with `--dependency=afterok` on the job that trains
 point I (`--kill-on-invalid-dep=yes`, so a failed pretraining cancels the points built on it
 instead of leaving them pending). A run folder given to model.init must have finished
-(`engine.pretrained.resolve_checkpoint`), so a point can never start from a half-trained one.
+(`engine.pretrained.resolve_checkpoint(finished=True)`), so a point can never start from a
+half-trained one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ def is_ref(value: Any) -> bool:
     return isinstance(value, str) and value.strip().startswith("point:")
 
 
+def refuse_outside_points(value: Any) -> None:
+    """ConfigError: a `point:I` model.init given where no recipe point can hold it."""
+    raise ConfigError(
+        f"{KEY}={value} names a sweep point, which only works inside a sweep recipe's points "
+        f"list (e.g. 'points: [{{method.name: mae, {KEY}: null}}, {{method.name: linear_probe, "
+        f"{KEY}: point:0}}]'), not in --grid or a key=value override.")
+
+
 def resolve(tagged: Sequence[tuple[int | None, dict[str, Any]]],
             recipe_points: Sequence[dict[str, Any]]) -> list[list[int]]:
     """For each expanded point (origin = index in the recipe's points list, or None; raw
@@ -38,11 +47,7 @@ def resolve(tagged: Sequence[tuple[int | None, dict[str, Any]]],
             needs.append([])
             continue
         if origin is None or KEY not in recipe_points[origin]:
-            raise ConfigError(
-                f"{KEY}={value} names a sweep point, which only works inside a sweep recipe's "
-                f"points list (e.g. 'points: [{{method.name: mae, {KEY}: null}}, "
-                f"{{method.name: linear_probe, {KEY}: point:0}}]'), not in --grid or a "
-                f"key=value override.")
+            refuse_outside_points(value)
         m = _REF.fullmatch(value.strip())
         target = int(m.group(1)) if m else -1
         if not 0 <= target < origin:

@@ -60,7 +60,8 @@ INT_RANGES = {"nodes": (1, None), "gpus_per_node": (0, None), "cpus_per_task": (
 FLAGS = {"signal_grace_s": "--signal-grace"}
 
 
-def _flag(name: str) -> str:
+def flag(name: str) -> str:
+    """The command-line flag of option `name`: 'cpus_per_task' -> '--cpus-per-task'."""
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
@@ -134,7 +135,7 @@ def resolve_options(cli: dict[str, Any], defaults_path: Path | None = None) -> S
         if v is not None and (v < low or (high is not None and v > high)):
             limit = f"from {low} to {high}" if high is not None else f">= {low}"
             where = "" if source[name] == "the command line" else f" ('{name}' in {source[name]})"
-            raise ConfigError(f"{_flag(name)}{where} must be {limit} (got {v}).")
+            raise ConfigError(f"{flag(name)}{where} must be {limit} (got {v}).")
     return SlurmOptions(**merged)
 
 

@@ -226,7 +226,7 @@ def plan(recipe: str | None, overrides: list[str], spec: SweepSpec,
     folder as model.init and lists it in `needs`."""
     base = build_config(recipe, overrides)
     if chain.is_ref(base.model.init):
-        chain.resolve([(None, {chain.KEY: base.model.init})], [])  # raises: not in points
+        chain.refuse_outside_points(base.model.init)
     tagged = _tagged(spec, base.run.seed)
     needs = chain.resolve(tagged, spec.points)
     points: list[Point] = []
@@ -315,8 +315,9 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
                     f"--export=ALL,TRAINLAB_ARRAY_OFFSET={first}"]
             if max_parallel and prev:
                 deps.append(f"afterany:{prev}")
-        if after:  # points that start from points of earlier parts: only once those succeeded
-            deps.append("afterok:" + ":".join(jobs[q]["job_id"] for q in after))
+        waits_for = [jobs[q]["job_id"] for q in after]
+        if waits_for:  # points that start from points of earlier parts: once those succeeded
+            deps.append("afterok:" + ":".join(waits_for))
             args.append("--kill-on-invalid-dep=yes")
         if deps:
             args.append("--dependency=" + ",".join(deps))
@@ -332,7 +333,7 @@ def submit_sweep(sweep_dir: Path, points: list[Point], opts: SlurmOptions, name:
             raise slurm.SlurmError(f"{e}{_failure_note(sweep_dir, jobs, first, last)}") from None
         record_submission(sweep_dir / MANIFEST, job, script_path, where)
         jobs.append({"job_id": job, "first": first, "last": last, **where,
-                     **({"after": ", ".join(jobs[q]["job_id"] for q in after)} if after else {})})
+                     **({"after": ", ".join(waits_for)} if waits_for else {})})
         prev = job
     return script, jobs
 
