@@ -157,6 +157,11 @@ ONE_RANK = {"RANK": "0", "WORLD_SIZE": "1"}
     (["knn", "{run}", "--k", "100000"], None, {},
      ["k=100000 neighbours asked", "holds only 1294 images", "--k 1294 or fewer"]),
     (["knn", "{run}", "method.knn_k=1295"], None, {}, ["k=1295 neighbours asked"]),
+    (["knn", "{run}", "train.tta=flip"], None, {},
+     ["`trainlab knn` measures the saved weights as they are", "train.tta would change nothing",
+      "Leave it out"]),
+    (["eval", "{run}", "optim.lr=1", "model.dropout=0.5", "run.device=cpu"], None, {},
+     ["optim.lr, model.dropout would change nothing", "Leave them out"]),
     (["eval", "{run}", "train.tta=flip"], None, {},
      ["data.flip is unset and digits's default is no flips", "data.flip=true."]),
 ])

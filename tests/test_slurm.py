@@ -17,13 +17,14 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from conftest import run_cli
-from slurm_cluster import MAX_ARRAY_SIZE, LocalSlurm, missing_reason
+from slurm_cluster import ENDED, MAX_ARRAY_SIZE, LocalSlurm, missing_reason
 
 from trainlab.engine.sinks import read_jsonl
 from trainlab.launch.compare import compare_sweep
@@ -79,13 +80,24 @@ def _start_requeued(slurm: LocalSlurm, job: str, run_dir: Path, now: bool = True
     once. A launch in the same second as the kill is refused by slurmd ("already killed") and
     the job is held: release it and try again. Never before the killed instance's step
     daemons are gone: its batch script's exit status, reported after a new start, would end
-    the NEW instance as FAILED (seen once under load: Allocate 29.787, WEXITSTATUS 1 29.793)."""
+    the NEW instance as FAILED (seen once under load: Allocate 29.787, WEXITSTATUS 1 29.793).
+    And not in the second the old instance's last step daemon went: slurmd refuses a job
+    credential created in the second (or before) it revoked the job's, and a 2-node job then
+    ended FAILED at once (CI, 2026-12-01) instead of being held. A job that ends in any other
+    state than COMPLETED fails the wait at once, with Slurm's diagnosis."""
+    gone_at: list[float] = []
+
     def old_instance_gone() -> bool:
-        return subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."],
-                              capture_output=True).returncode == 1
+        if not gone_at and subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."],
+                                          capture_output=True).returncode == 1:
+            gone_at.append(time.time())
+        return bool(gone_at) and time.time() >= int(gone_at[0]) + 2  # a whole second later
 
     def started_again() -> bool:
         rec = slurm.job(job)[0]
+        if rec["JobState"] in ENDED - {"COMPLETED"}:
+            raise AssertionError(f"job {job} ended {rec['JobState']} instead of starting "
+                                 f"again:\n{_info(slurm, job, run_dir)}")
         if rec["JobState"] == "PENDING":
             held = rec.get("Priority") == "0" or "held" in rec.get("Reason", "").lower()
             if held or (now and old_instance_gone()):

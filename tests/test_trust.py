@@ -97,10 +97,22 @@ def test_resume_with_other_settings_is_refused(capsys, tmp_path, change, key, no
     assert not (tmp_path / "b").exists()
 
 
-def _saved_config() -> dict:
+def _saved_config(*over: str) -> dict:
     from trainlab.config.load import build_config, to_dict
 
-    return to_dict(build_config(None, TINY))
+    return to_dict(build_config(None, [*TINY, *over]))
+
+
+def test_resume_that_turns_test_time_augmentation_off_is_refused(capsys, tmp_path, no_data):
+    """best.pt compares validation accuracies: all of one run's must be measured one way."""
+    src = tmp_path / "a"
+    ck = {"format": "trainlab/1", "model": {}, "optimizer": {}, "state": {}, "rng": [],
+          "config": _saved_config("data.flip=true", "train.tta=flip"), "data": {}}
+    (src / "checkpoints").mkdir(parents=True)
+    torch.save(ck, src / "checkpoints" / "last.pt")
+    code, out, err = run_main(capsys, "train", *quick(tmp_path / "b", *TINY, "data.flip=true",
+                                                      f"run.resume={src}"))
+    assert_refused(code, err, "Cannot resume", "train.tta: saved 'flip', now 'none'")
 
 
 @pytest.mark.parametrize("change", ["train.epochs=3", "run.log_every=5", "train.eval_batch_size=7",

@@ -145,7 +145,7 @@ def load_run(path: str | Path, which: str = "last") -> tuple[Config, dict[str, A
 RESUME_MAY_CHANGE = frozenset({
     "run.dir", "run.resume", "run.overwrite", "run.device", "run.log_every", "run.progress",
     "run.tensorboard", "run.report", "run.max_requeues", "run.dist_timeout_s", "run.threads",
-    "train.epochs", "train.eval_batch_size", "train.compile", "train.tta",
+    "train.epochs", "train.eval_batch_size", "train.compile",
     "data.num_workers", "data.cache_dir", "data.download", "data.in_memory_max_gb",
     "method.knn_every", "method.knn_k", "method.knn_temperature",
 })

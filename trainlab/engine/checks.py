@@ -107,3 +107,33 @@ def _tta_without_flips(cfg: Config) -> str:
     why = ("data.flip=false" if d.flip is False else
            f"data.flip is unset and {d.name}'s default is no flips")
     return f"{head} ({why}), {tail}data.flip=true."
+
+
+# keys a measurement of a saved run (`trainlab eval`, `trainlab knn`) reads: where the data is
+# and how it is read, the device and threads, how evaluation batches run; plus each command's own
+MEASURE_KEYS = frozenset({
+    "run.device", "run.threads", "run.progress", "data.name", "data.root", "data.download",
+    "data.cache_dir", "data.in_memory", "data.in_memory_max_gb", "data.num_workers",
+    "data.skip_bad_files", "data.coarse_labels", "data.labels_fraction", "data.image_size",
+    "data.channels", *VAL_SPLIT_KEYS, "train.eval_batch_size", "train.precision",
+    "train.channels_last", "train.compile", "train.tf32",
+})
+MEASURE_OWN_KEYS = {"eval": frozenset({"train.tta"}),
+                    "knn": frozenset({"method.knn_k", "method.knn_temperature"})}
+
+
+def check_measure_overrides(overrides: list[str] | tuple, command: str) -> None:
+    """ConfigError for an override `trainlab eval` or `trainlab knn` (`command`) would accept
+    and never use (e.g. `knn RUN train.tta=flip`, `eval RUN optim.lr=1`): the saved weights are
+    measured as they are, so keys that shape training change nothing."""
+    own = MEASURE_OWN_KEYS[command]
+    unused = [o.split("=", 1)[0].strip() for o in overrides
+              if o.split("=", 1)[0].strip() not in MEASURE_KEYS | own]
+    if unused:
+        raise ConfigError(
+            f"`trainlab {command}` measures the saved weights as they are, so "
+            f"{', '.join(unused)} would change nothing (a key that shapes training, not this "
+            f"measurement). Leave {'them' if len(unused) > 1 else 'it'} out; to see its effect, "
+            f"train a run with it. Keys {command} reads: {', '.join(sorted(own))}, where the "
+            f"data is and how it is read (data.root, data.num_workers...), run.device, "
+            f"run.threads, train.eval_batch_size.")

@@ -19,7 +19,7 @@ from trainlab.config.load import merge_overrides
 from trainlab.config.schema import Config
 from trainlab.data.pipeline import DataBundle
 from trainlab.engine.assemble import load_data_and_model
-from trainlab.engine.checks import check_config, check_same_splits
+from trainlab.engine.checks import check_config, check_measure_overrides, check_same_splits
 from trainlab.engine.evaluate import extract_features
 from trainlab.engine.pretrained import load_encoder, load_pretrained
 from trainlab.errors import ConfigError
@@ -81,6 +81,7 @@ def knn_eval(path: str | Path, k: int | None = None,
              overrides: list[str] | tuple = ()) -> dict[str, Any]:
     """`trainlab knn`: kNN accuracy of a saved run's encoder on its test split, with its train
     split as memory bank (normalized with the stats saved in the checkpoint)."""
+    check_measure_overrides(overrides, "knn")
     pre = load_pretrained(str(path), key="RUN_OR_CHECKPOINT")
     cfg = merge_overrides(pre.cfg, overrides)
     k_given = k is not None or any(o.startswith("method.knn_k=") for o in overrides)

@@ -46,7 +46,7 @@ from trainlab.engine.checkpoint import (
     resolve_resume,
     set_rng_state,
 )
-from trainlab.engine.checks import check_config, check_same_splits
+from trainlab.engine.checks import check_config, check_measure_overrides, check_same_splits
 from trainlab.engine.evaluate import evaluate
 from trainlab.engine.knn import KnnMonitor
 from trainlab.engine.pretrained import method_state
@@ -295,6 +295,7 @@ def _print_header(console: Console, cfg: Config, a: Assembly, params: int, run_d
 def evaluate_run(path: str | Path, split: str = "test", which: str = "last",
                  overrides: list[str] | tuple = ()) -> dict[str, Any]:
     """Evaluate a saved run on a split with the normalization stats saved in its checkpoint."""
+    check_measure_overrides(overrides, "eval")
     run_cfg, ckpt, p = load_run(path, which)
     cfg = merge_overrides(run_cfg, overrides)
     check_config(cfg)
