@@ -9,6 +9,7 @@ accept and reject the same configs with the same messages.
 
 from __future__ import annotations
 
+from trainlab.config.load import parse_override
 from trainlab.config.schema import Config
 from trainlab.config.validate import validate
 from trainlab.data.augment import resolve_augment
@@ -127,8 +128,8 @@ def check_measure_overrides(overrides: list[str] | tuple, command: str) -> None:
     and never use (e.g. `knn RUN train.tta=flip`, `eval RUN optim.lr=1`): the saved weights are
     measured as they are, so keys that shape training change nothing."""
     own = MEASURE_OWN_KEYS[command]
-    unused = [o.split("=", 1)[0].strip() for o in overrides
-              if o.split("=", 1)[0].strip() not in MEASURE_KEYS | own]
+    keys = [parse_override(o)[0] for o in overrides]
+    unused = [k for k in keys if k not in MEASURE_KEYS | own]
     if unused:
         raise ConfigError(
             f"`trainlab {command}` measures the saved weights as they are, so "
